@@ -1,0 +1,1 @@
+"""Offline CLAMP pipeline: bags -> dataset -> pretraining -> fine-tuning -> checkpoint."""
