@@ -9,6 +9,9 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 STAMPS="$ROOT/.build/stamps"
 mkdir -p "$STAMPS"
+# one setup at a time (parallel `make` runs would race on the venv and colcon build dirs)
+exec 9>"$ROOT/.build/setup.lock"
+flock 9
 PY_BOOT="${PYTHON:-python3}"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # pip's find-links/extra-index warnings about absent local mirrors are noise here

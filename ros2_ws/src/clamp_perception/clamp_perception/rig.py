@@ -89,6 +89,9 @@ def gripper_frame(arm: str) -> str:
     return f"{arm}/ee_gripper_link"
 
 
+# 14-D joint targets (gripper normalised) from the chunk executor or teleop to the arm driver,
+# the single owner of the xs_sdk command topics: sensor_msgs/JointState, names = ACTION_NAMES.
+JOINT_COMMAND_TOPIC = "/clamp/joint_command"
 VIEWS_TOPIC = "/clamp/views"
 CLOUD_TOPIC = "/clamp/cloud"
 TASK_TOPIC = "/clamp/task"
