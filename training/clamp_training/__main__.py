@@ -1,0 +1,56 @@
+"""`python -m clamp_training <command> [args...]`: one entry point for the offline pipeline.
+
+Each command is a module of this package with `main(argv: list[str] | None) -> int | None`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "convert": ("clamp_training.convert", "episode bags -> zarr dataset (views, state, action, task)"),
+    "train": ("clamp_training.train", "train the diffusion policy (bags or datasets) -> run dir + exported policy"),
+    "export": ("clamp_training.export", "run dir -> policy dir (model.safetensors + config.json + checksum)"),
+    "pretrain": ("clamp_training.pretrain", "CLAMP contrastive pretraining of the encoders"),
+    "finetune": ("clamp_training.finetune", "fine-tune the policy with frozen CLAMP encoders"),
+    "retrieval": ("clamp_training.retrieval", "retrieval accuracy of CLAMP embeddings on held-out data"),
+    "experiment": ("clamp_training.experiment", "end-to-end experiment (sim data -> train -> evaluate)"),
+    "bench": ("clamp_training.bench", "conversion / loader / training throughput, one JSON line"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m clamp_training <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`python -m clamp_training <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name = COMMANDS[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # a dependency of the module is missing: show the real cause
+            raise
+        print(
+            f"error: command {command!r} is not available in this checkout ({module_name} is not installed yet)",
+            file=sys.stderr,
+        )
+        return 2
+    rc = module.main(rest)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
