@@ -1,0 +1,570 @@
+"""Episode bags: the one on-disk schema shared by the recorder, the sim generator and training.
+
+ROS-free (``rosbags`` + ``mcap`` + ``yaml`` only; never imports rclpy), so training/ reads bags
+without a ROS install.
+
+Layout: one rosbag2 directory per episode::
+
+    <bag_dir>/
+      <bag_dir name>.mcap   rosbag2 MCAP (rosbags writer, ROS 2 CDR), flushed every ``flush_interval_s``
+      metadata.yaml         rosbag2 metadata, written by rosbags on close (absent after a crash)
+      episode.yaml          episode metadata (below); written on open (status: recording), rewritten on close
+
+Topics (names from ``clamp_perception.rig``; rates are those of the real rig / clamp_sim):
+
+============================================================  =========================  ============
+topic                                                         type                       rate
+============================================================  =========================  ============
+/<follower>/joint_states  (follower_left, follower_right)     sensor_msgs/JointState     50 Hz
+/<leader>/joint_states    (leader_left, leader_right)         sensor_msgs/JointState     50 Hz
+/<cam>/camera/color/image_rect_raw        (4 cameras)         sensor_msgs/Image rgb8     camera fps
+/<cam>/camera/color/camera_info                               sensor_msgs/CameraInfo     camera fps
+/<cam>/camera/aligned_depth_to_color/image_raw                sensor_msgs/Image 16UC1mm  camera fps
+/<cam>/camera/aligned_depth_to_color/camera_info              sensor_msgs/CameraInfo     camera fps
+/tf                                                           tf2_msgs/TFMessage         any
+/tf_static                                                    tf2_msgs/TFMessage         once+
+/clamp/task                                                   std_msgs/String            once+
+============================================================  =========================  ============
+
+Joint states use the xs_sdk names incl. ``gripper`` (rig.XS_JOINT_NAMES). In teleop bags the leader
+joint states are the leader arms as measured; in sim bags they carry the demonstrator's commanded
+joint targets (the actions). Actions for training = leader joint positions via the rig, with the
+gripper mapping named in ``episode.yaml: action_source``:
+
+- ``leader_joint_states/leader_gripper``: gripper joint angle -> rig.LEADER_GRIPPER.normalise (teleop)
+- ``leader_joint_states/follower_gripper``: gripper joint angle -> rig.FOLLOWER_GRIPPER.normalise
+  (sim: the commanded targets are follower gripper angles)
+
+Bag timestamps (log time) are nanoseconds: receive time for the recorder, sim time for clamp_sim.
+
+``episode.yaml`` keys (also stored as rosbag2 ``custom_data['clamp_episode']`` on close):
+  schema_version (int), status (recording|complete|discarded), task (str), success (bool|null),
+  source (sim|teleop|replay), action_source (str, above), seed (int|null),
+  rates (topic -> measured Hz), expected_rates (topic -> Hz), dropped_frames (topic -> int),
+  control_hz (measured control/joint-state rate), flags (list of str, e.g. ``control_below_45hz``),
+  started_at / ended_at (ISO 8601 UTC), duration_s, message_counts (topic -> int), extras (dict).
+
+Crash safety: the writer closes the pending MCAP chunk and flushes (and fsyncs) at most every
+``flush_interval_s`` seconds of wall time, so a crash loses at most that tail. ``EpisodeReader``
+reads such a bag (no metadata.yaml, no MCAP summary) up to the last complete record and warns.
+
+rclpy-serialised messages with an empty float64[] (JointState effort=[]) carry a few trailing
+bytes that rosbags' strict decoder rejects ("CDR message size mismatch"); the reader decodes the
+message and ignores the trailing bytes (counted in ``EpisodeReader.lenient_decodes``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import struct
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_VERSION = 1
+EPISODE_YAML = "episode.yaml"
+CUSTOM_DATA_KEY = "clamp_episode"
+SOURCES = ("sim", "teleop", "replay")
+ACTION_SOURCES = ("leader_joint_states/leader_gripper", "leader_joint_states/follower_gripper")
+STATUSES = ("recording", "complete", "discarded")
+
+# Interface definitions the stock rosbags typestore lacks (from interbotix_xs_msgs); tf2_msgs is
+# registered from this text too when a store has no TFMessage.
+EXTRA_MSGDEFS: dict[str, str] = {
+    "interbotix_xs_msgs/msg/JointGroupCommand": "string name\nfloat32[] cmd\n",
+    "interbotix_xs_msgs/msg/JointSingleCommand": "string name\nfloat32 cmd\n",
+    "tf2_msgs/msg/TFMessage": "geometry_msgs/TransformStamped[] transforms\n",
+}
+
+_DEFAULT_METADATA: dict[str, Any] = {
+    "schema_version": SCHEMA_VERSION,
+    "status": "recording",
+    "task": "",
+    "success": None,
+    "source": "teleop",
+    "action_source": "leader_joint_states/leader_gripper",
+    "seed": None,
+    "rates": {},
+    "expected_rates": {},
+    "dropped_frames": {},
+    "control_hz": None,
+    "flags": [],
+    "started_at": None,
+    "ended_at": None,
+    "duration_s": None,
+    "message_counts": {},
+    "extras": {},
+}
+
+
+class EpisodeBagError(RuntimeError):
+    """A bag or its metadata is unusable; the message names the problem and the fix."""
+
+
+def normalise_msgtype(msgtype: str) -> str:
+    """'sensor_msgs/JointState' or 'sensor_msgs/msg/JointState' -> 'sensor_msgs/msg/JointState'."""
+    parts = msgtype.strip("/").split("/")
+    if len(parts) == 2:
+        return f"{parts[0]}/msg/{parts[1]}"
+    if len(parts) == 3 and parts[1] == "msg":
+        return "/".join(parts)
+    raise EpisodeBagError(f"message type {msgtype!r} is not 'pkg/msg/Name' (e.g. 'sensor_msgs/msg/JointState')")
+
+
+def make_typestore():
+    """The ROS 2 Humble rosbags typestore plus the interbotix/tf2 types it lacks."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    missing: dict = {}
+    for name, text in EXTRA_MSGDEFS.items():
+        if name not in store.types:
+            missing.update(get_types_from_msg(text, name))
+    if missing:
+        store.register(missing)
+    return store
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _atomic_write_yaml(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain YAML-safe Python."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def validate_metadata(meta: dict) -> dict:
+    """Fill defaults and check the keys whose values other code relies on."""
+    unknown = set(meta) - set(_DEFAULT_METADATA)
+    if unknown:
+        raise EpisodeBagError(
+            f"unknown episode metadata keys {sorted(unknown)}; put free-form values under 'extras' "
+            f"(known keys: {sorted(_DEFAULT_METADATA)})"
+        )
+    out = {**_DEFAULT_METADATA, **_plain(meta)}
+    for key in ("rates", "expected_rates", "dropped_frames", "message_counts", "extras"):
+        out[key] = dict(out[key] or {})
+    out["flags"] = list(out["flags"] or [])
+    if out["source"] not in SOURCES:
+        raise EpisodeBagError(f"episode source {out['source']!r} must be one of {SOURCES}")
+    if out["action_source"] not in ACTION_SOURCES:
+        raise EpisodeBagError(f"action_source {out['action_source']!r} must be one of {ACTION_SOURCES}")
+    if out["status"] not in STATUSES:
+        raise EpisodeBagError(f"status {out['status']!r} must be one of {STATUSES}")
+    if out["success"] is not None and not isinstance(out["success"], bool):
+        raise EpisodeBagError(f"success must be true, false or null, got {out['success']!r}")
+    return out
+
+
+def disk_free_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem that holds `path` (or its nearest existing parent)."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+# ------------------------------------------------------------------------------------------ writer
+class EpisodeWriter:
+    """Writes one episode bag; thread-safe; flushes at most every `flush_interval_s`.
+
+    Use as a context manager or call close(). `write_raw` takes CDR bytes (e.g.
+    rclpy.serialization.serialize_message); `write` takes rosbags-typestore message objects.
+    """
+
+    def __init__(
+        self,
+        bag_dir: str | Path,
+        metadata: dict | None = None,
+        *,
+        flush_interval_s: float = 0.5,
+        fsync: bool = True,
+        msgdefs: dict[str, str] | None = None,
+        min_free_bytes: int = 0,
+    ) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.bag_dir = Path(bag_dir)
+        if self.bag_dir.exists():
+            raise EpisodeBagError(f"{self.bag_dir} exists already; bags are never overwritten (pick a new name)")
+        if min_free_bytes and disk_free_bytes(self.bag_dir.parent) < min_free_bytes:
+            free = disk_free_bytes(self.bag_dir.parent) / 1e9
+            raise EpisodeBagError(
+                f"only {free:.2f} GB free under {self.bag_dir.parent}, need {min_free_bytes / 1e9:.2f} GB; "
+                "free space or record elsewhere"
+            )
+        self.metadata = validate_metadata(dict(metadata or {}))
+        self.metadata["started_at"] = self.metadata["started_at"] or _utc_now()
+        self.typestore = make_typestore()
+        if msgdefs:
+            from rosbags.typesys import get_types_from_msg
+
+            extra: dict = {}
+            for name, text in msgdefs.items():
+                extra.update(get_types_from_msg(text, normalise_msgtype(name)))
+            self.typestore.register(extra)
+        self.flush_interval_s = flush_interval_s
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._connections: dict[str, Any] = {}
+        self._counts: dict[str, int] = {}
+        self._first_ns: dict[str, int] = {}
+        self._last_ns: dict[str, int] = {}
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._writer = Writer(self.bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        storage = self._writer.storage
+        if not (hasattr(storage, "close_chunk") and hasattr(storage, "bio") and hasattr(storage, "chunk")):
+            raise EpisodeBagError(
+                "this rosbags version's MCAP writer cannot be flushed mid-episode; install the pinned rosbags "
+                "(requirements/constraints.txt)"
+            )
+        _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+
+    # -- writing
+    def _connection(self, topic: str, msgtype: str):
+        conn = self._connections.get(topic)
+        if conn is None:
+            msgtype = normalise_msgtype(msgtype)
+            if msgtype not in self.typestore.types:
+                raise EpisodeBagError(
+                    f"type {msgtype} of {topic} is unknown to the typestore; pass its .msg text via "
+                    "EpisodeWriter(..., msgdefs={type: text})"
+                )
+            conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
+            self._connections[topic] = conn
+            self._counts[topic] = 0
+        elif normalise_msgtype(msgtype) != conn.msgtype:
+            raise EpisodeBagError(f"topic {topic} was written as {conn.msgtype}, now as {msgtype}; one type per topic")
+        return conn
+
+    def write_raw(self, topic: str, msgtype: str, stamp_ns: int, cdr: bytes | memoryview) -> None:
+        """Write CDR-serialised bytes (what rclpy.serialization.serialize_message returns)."""
+        with self._lock:
+            if self._closed:
+                raise EpisodeBagError(f"{self.bag_dir} is closed; start a new EpisodeWriter")
+            conn = self._connection(topic, msgtype)
+            stamp_ns = int(stamp_ns)
+            self._writer.write(conn, stamp_ns, cdr)
+            self._counts[topic] += 1
+            self._first_ns.setdefault(topic, stamp_ns)
+            self._last_ns[topic] = stamp_ns
+            if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self._flush_locked()
+
+    def write(self, topic: str, msg: Any, stamp_ns: int | None = None) -> None:
+        """Write a rosbags-typestore message (stamp defaults to its header stamp)."""
+        msgtype = msg.__msgtype__
+        if stamp_ns is None:
+            header = getattr(msg, "header", None)
+            if header is None:
+                raise EpisodeBagError(f"{msgtype} on {topic} has no header; pass stamp_ns explicitly")
+            stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        self.write_raw(topic, msgtype, stamp_ns, self.typestore.serialize_cdr(msg, msgtype))
+
+    def flush(self) -> None:
+        """Close the pending MCAP chunk and push it to disk (a crash after this loses nothing written)."""
+        with self._lock:
+            if not self._closed:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        storage = self._writer.storage
+        if storage.chunk.bio.tell():
+            storage.close_chunk()
+        storage.bio.flush()
+        if self.fsync:
+            os.fsync(storage.bio.fileno())
+        self._last_flush = time.monotonic()
+
+    # -- bookkeeping
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def measured_rates(self) -> dict[str, float]:
+        """Topic -> Hz from bag timestamps ((n-1) / (last - first)); topics with < 2 messages are left out."""
+        with self._lock:
+            return {
+                t: (n - 1) * 1e9 / (self._last_ns[t] - self._first_ns[t])
+                for t, n in self._counts.items()
+                if n > 1 and self._last_ns[t] > self._first_ns[t]
+            }
+
+    def update_metadata(self, **fields: Any) -> None:
+        """Merge fields into the metadata (validated); written to episode.yaml now and on close."""
+        with self._lock:
+            self.metadata = validate_metadata({**self.metadata, **fields})
+            _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+
+    def close(self, **fields: Any) -> dict:
+        """Finalise MCAP + metadata.yaml + episode.yaml; returns the final metadata."""
+        rates = self.measured_rates()
+        with self._lock:
+            if self._closed:
+                return self.metadata
+            meta = {**self.metadata, **fields}
+            meta["rates"] = {**rates, **(fields.get("rates") or {})}
+            meta["message_counts"] = dict(self._counts)
+            meta["status"] = fields.get("status", "complete")
+            meta["ended_at"] = _utc_now()
+            if self._first_ns:
+                meta["duration_s"] = (max(self._last_ns.values()) - min(self._first_ns.values())) / 1e9
+            self.metadata = validate_metadata(meta)
+            self._writer.set_custom_data(CUSTOM_DATA_KEY, yaml.safe_dump(self.metadata, sort_keys=False))
+            self._writer.close()
+            self._closed = True
+            _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+            return self.metadata
+
+    def discard(self) -> None:
+        """Abort and delete the bag directory."""
+        with self._lock:
+            if not self._closed:
+                self._writer.abort()
+                self._closed = True
+        shutil.rmtree(self.bag_dir, ignore_errors=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._closed:
+            self.close()
+
+
+# ------------------------------------------------------------------------------------------ reader
+@dataclass(frozen=True)
+class TopicInfo:
+    msgtype: str
+    count: int
+    rate_hz: float | None  # (n-1) / (last - first) over bag timestamps; None with < 2 messages
+    first_ns: int | None
+    last_ns: int | None
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    topic: str
+    msgtype: str
+    stamp_ns: int  # bag (log) time
+    msg: Any  # rosbags-typestore object (numpy arrays for numeric arrays)
+
+
+class _Raw:
+    __slots__ = ("data", "msgtype", "stamp_ns", "topic")
+
+    def __init__(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
+        self.topic, self.msgtype, self.stamp_ns, self.data = topic, msgtype, stamp_ns, data
+
+
+def _types_from_schema(text: str, name: str) -> dict:
+    """rosbags types from an MCAP 'ros2msg' schema (main definition + '=====' / 'MSG: pkg/Name' deps)."""
+    from rosbags.typesys import get_types_from_msg
+
+    types: dict = {}
+    sections = [s for s in text.split("=" * 80)]
+    types.update(get_types_from_msg(sections[0], name))
+    for sec in sections[1:]:
+        lines = sec.strip("\n").split("\n")
+        if lines and lines[0].startswith("MSG: "):
+            types.update(get_types_from_msg("\n".join(lines[1:]), normalise_msgtype(lines[0][5:].strip())))
+    return types
+
+
+class EpisodeReader:
+    """Reads an episode bag: metadata, per-topic counts/rates, decoded messages in time order.
+
+    A complete bag is read through rosbags' rosbag2 Reader; a bag left by a crash (no metadata.yaml or
+    no MCAP summary) is scanned record by record up to the last complete one, with a warning.
+    """
+
+    def __init__(self, bag_dir: str | Path) -> None:
+        self.bag_dir = Path(bag_dir)
+        if not self.bag_dir.is_dir():
+            raise EpisodeBagError(f"{self.bag_dir} is not an episode bag directory (expected a dir with *.mcap)")
+        mcaps = sorted(self.bag_dir.glob("*.mcap"))
+        if not mcaps:
+            raise EpisodeBagError(f"no .mcap file in {self.bag_dir}; is this a rosbag2 MCAP episode bag?")
+        self.mcap_path = mcaps[0]
+        self.typestore = make_typestore()
+        self.lenient_decodes = 0
+        self.truncated = False
+        ep = self.bag_dir / EPISODE_YAML
+        if ep.exists():
+            with open(ep, encoding="utf-8") as f:
+                self.metadata: dict = yaml.safe_load(f) or {}
+        else:
+            self.metadata = {}
+            warnings.warn(f"{ep} missing: episode metadata unknown", stacklevel=2)
+        self._index: dict[str, TopicInfo] | None = None
+        self._complete = (self.bag_dir / "metadata.yaml").exists() and self._has_summary()
+        if not self._complete:
+            self.truncated = True
+            n, last = self._scan_truncated_stats()
+            warnings.warn(
+                f"episode bag {self.bag_dir} was not closed (crash or kill): reading the {n} messages up to the "
+                f"last complete record (t={last / 1e9 if last else 0:.3f}s); metadata status is "
+                f"{self.metadata.get('status', '?')!r}",
+                stacklevel=2,
+            )
+
+    def _has_summary(self) -> bool:
+        # A closed MCAP ends with the footer record + magic.
+        size = self.mcap_path.stat().st_size
+        if size < 8 + 37:
+            return False
+        with open(self.mcap_path, "rb") as f:
+            f.seek(size - 8)
+            return f.read(8) == b"\x89MCAP0\r\n"
+
+    # -- raw iteration
+    def _iter_raw_complete(self, topics: set[str] | None) -> Iterator[_Raw]:
+        from rosbags.rosbag2 import Reader
+
+        with Reader(self.bag_dir) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            for c in reader.connections:
+                if c.msgtype not in self.typestore.types:
+                    self.typestore.register(_types_from_schema(c.msgdef.data, c.msgtype))
+            for conn, stamp, data in reader.messages(connections=conns):
+                yield _Raw(conn.topic, conn.msgtype, stamp, bytes(data))
+
+    def _iter_raw_truncated(self, topics: set[str] | None) -> Iterator[_Raw]:
+        """Records in file order; each flushed chunk sorted by time (chunks are flushed in time order)."""
+        from mcap.records import Channel, Chunk, Message, Schema
+        from mcap.stream_reader import StreamReader
+
+        schemas: dict[int, Schema] = {}
+        channels: dict[int, Channel] = {}
+        pending: list[_Raw] = []
+        with open(self.mcap_path, "rb") as f:
+            reader = StreamReader(f, emit_chunks=False)
+            it = reader.records
+            while True:
+                try:
+                    rec = next(it)
+                except StopIteration:
+                    break
+                except Exception:
+                    break
+                if isinstance(rec, Schema):
+                    schemas[rec.id] = rec
+                    if rec.name not in self.typestore.types and rec.encoding == "ros2msg":
+                        self.typestore.register(_types_from_schema(rec.data.decode(), rec.name))
+                elif isinstance(rec, Channel):
+                    channels[rec.id] = rec
+                elif isinstance(rec, Message):
+                    ch = channels.get(rec.channel_id)
+                    if ch is None or (topics is not None and ch.topic not in topics):
+                        continue
+                    pending.append(_Raw(ch.topic, schemas[ch.schema_id].name, rec.log_time, rec.data))
+                elif isinstance(rec, Chunk):  # not emitted with emit_chunks=False; kept for clarity
+                    continue
+                else:  # message index etc. follow each chunk: the chunk's messages are complete
+                    if pending:
+                        pending.sort(key=lambda r: r.stamp_ns)
+                        yield from pending
+                        pending = []
+        pending.sort(key=lambda r: r.stamp_ns)
+        yield from pending
+
+    def _scan_truncated_stats(self) -> tuple[int, int | None]:
+        n, last = 0, None
+        for raw in self._iter_raw_truncated(None):
+            n += 1
+            last = raw.stamp_ns if last is None else max(last, raw.stamp_ns)
+        return n, last
+
+    def raw_messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
+        """(topic, msgtype, stamp_ns, cdr bytes) in time order; what replay publishes unchanged."""
+        sel = set(topics) if topics is not None else None
+        source = self._iter_raw_complete(sel) if self._complete else self._iter_raw_truncated(sel)
+        for r in source:
+            yield r.topic, r.msgtype, r.stamp_ns, r.data
+
+    # -- decoding
+    def decode(self, data: bytes, msgtype: str) -> Any:
+        """CDR -> rosbags object; tolerates the trailing bytes rclpy leaves after empty float64[]."""
+        from rosbags.serde import SerdeError
+
+        try:
+            return self.typestore.deserialize_cdr(data, msgtype)
+        except SerdeError as exc:
+            if "size mismatch" not in str(exc):
+                raise
+        # The strict check failed only on the length: parse the fields, ignore the trailing bytes.
+        msgdef = self.typestore.get_msgdef(msgtype)
+        func = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
+        try:
+            msg, _ = func(memoryview(data)[4:], 0, msgdef.cls, self.typestore)
+        except (struct.error, UnicodeDecodeError, ValueError) as exc:
+            raise EpisodeBagError(f"could not decode a {msgtype} in {self.bag_dir}: {exc}") from exc
+        self.lenient_decodes += 1
+        return msg
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+        """Decoded messages of `topics` (all when None) in time order."""
+        for topic, msgtype, stamp, data in self.raw_messages(topics):
+            yield BagMessage(topic, msgtype, stamp, self.decode(data, msgtype))
+
+    # -- summary
+    def topics(self) -> dict[str, TopicInfo]:
+        """Topic -> TopicInfo(msgtype, count, rate_hz, first_ns, last_ns) over the readable data."""
+        if self._index is None:
+            stats: dict[str, list] = {}
+            for topic, msgtype, stamp, _ in self.raw_messages():
+                s = stats.setdefault(topic, [msgtype, 0, stamp, stamp])
+                s[1] += 1
+                s[2] = min(s[2], stamp)
+                s[3] = max(s[3], stamp)
+            self._index = {
+                t: TopicInfo(mt, n, (n - 1) * 1e9 / (b - a) if n > 1 and b > a else None, a, b)
+                for t, (mt, n, a, b) in stats.items()
+            }
+        return dict(self._index)
+
+    def custom_data(self) -> dict[str, str]:
+        """rosbag2 custom_data from metadata.yaml ({} for a crashed bag)."""
+        path = self.bag_dir / "metadata.yaml"
+        if not path.exists():
+            return {}
+        with open(path, encoding="utf-8") as f:
+            info = (yaml.safe_load(f) or {}).get("rosbag2_bagfile_information", {})
+        return dict(info.get("custom_data") or {})
+
+    def __enter__(self) -> EpisodeReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
