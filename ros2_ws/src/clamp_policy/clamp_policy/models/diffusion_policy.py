@@ -1,0 +1,247 @@
+"""ALOHA-Unleashed-style diffusion policy: transformer encoder over observation tokens, transformer
+decoder that denoises a 50 x 14 action chunk with cross-attention.
+
+Observation dict (`obs`) for `DiffusionPolicy.sample(obs)` / `.loss(obs, actions)`; torch tensors or
+numpy arrays, batch first:
+
+- "views": float (B, V, 4, S, S): the CLAMP virtual views in `rig.VIEW_NAMES` order (V = 5), channels
+  `rig.VIEW_CHANNELS` (depth, world x, y, z; metres). S is usually `rig.VIEW_SIZE` (224); views of
+  another size are average-pooled to `cfg.image_encoder.view_size` inside the model, so the robot
+  feeds full-size views whatever the model's resolution. Non-finite pixels (empty) count as 0.
+  The tiled /clamp/views image (S, V*S, 4) converts with `untile_views`.
+- "state": float (B, 14): follower state, `rig.state_from_joint_states` layout (gripper 0..1).
+- "task": list of B strings, when `cfg.task_conditioning == "vocab"` (unknown strings are refused).
+- "task_embedding": float (B, cfg.text_dim), when `cfg.task_conditioning == "embedding"`.
+- "action_history": float (B, H, 14), oldest first, when `cfg.action_history = H > 0`.
+
+`sample` returns float32 (B, cfg.chunk_length, 14) in rig units (rad, gripper 0 closed..1 open):
+the joint targets for the observation time and the following steps, 1 / rig.CONTROL_HZ apart.
+
+Normalisation (state mean/std, action min/max -> [-1, 1], per-channel view mean/std) lives in
+buffers, so it is saved in model.safetensors with the weights; set it with `set_normalization`.
+Training uses diffusers' DDPMScheduler, inference DDIMScheduler (`cfg.inference_steps`, default 10).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PolicyConfig
+from .image_encoders import build_image_encoder
+
+NORM_KEYS = ("state_mean", "state_std", "action_min", "action_max", "view_mean", "view_std")
+
+
+def untile_views(tiled: np.ndarray | torch.Tensor, num_views: int) -> torch.Tensor:
+    """(S, V*S, C) or (B, S, V*S, C) tiled views (as on /clamp/views) -> (B, V, C, S, S)."""
+    x = torch.as_tensor(tiled)
+    if x.ndim == 3:
+        x = x[None]
+    b, s, w, c = x.shape
+    if w != num_views * s:
+        raise ValueError(f"tiled views are {s}x{w}; expected height S and width {num_views}*S")
+    return x.reshape(b, s, num_views, s, c).permute(0, 2, 4, 1, 3).contiguous()
+
+
+def _sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=-1)
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        d = cfg.d_model
+        self.image_encoder = build_image_encoder(cfg.image_encoder)
+        img_dim = self.image_encoder.out_dim
+        self.image_proj = nn.Linear(img_dim, d) if img_dim and img_dim != d else nn.Identity()
+        self.state_proj = nn.Linear(cfg.state_dim, d)
+        if cfg.task_conditioning == "vocab":
+            self.task_embed = nn.Embedding(len(cfg.task_vocab), d)
+        elif cfg.task_conditioning == "embedding":
+            self.task_embed = nn.Linear(cfg.text_dim, d)
+        if cfg.action_history > 0:
+            self.history_proj = nn.Linear(cfg.action_dim, d)
+            self.history_pos = nn.Parameter(torch.zeros(1, cfg.action_history, d))
+        # token types: 0 image, 1 state, 2 task, 3 history
+        self.type_embed = nn.Parameter(torch.zeros(4, d))
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, cfg.nhead, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True),
+            cfg.encoder_layers,
+            enable_nested_tensor=False,
+        )
+        self.encoder_norm = nn.LayerNorm(d)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d * 2), nn.Mish(), nn.Linear(d * 2, d))
+        self.action_in = nn.Linear(cfg.action_dim, d)
+        self.action_pos = nn.Parameter(torch.zeros(1, cfg.chunk_length, d))
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(d, cfg.nhead, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True),
+            cfg.decoder_layers,
+        )
+        self.decoder_norm = nn.LayerNorm(d)
+        self.action_out = nn.Linear(d, cfg.action_dim)
+        for p in (self.type_embed, self.action_pos):
+            nn.init.trunc_normal_(p, std=0.02)
+        self._task_index = {t: i for i, t in enumerate(cfg.task_vocab)}
+        # normalisation buffers (saved with the weights); identity until set_normalization
+        a, s, c = cfg.action_dim, cfg.state_dim, cfg.image_encoder.in_channels
+        self.register_buffer("state_mean", torch.zeros(s))
+        self.register_buffer("state_std", torch.ones(s))
+        self.register_buffer("action_min", -torch.ones(a))
+        self.register_buffer("action_max", torch.ones(a))
+        self.register_buffer("view_mean", torch.zeros(c))
+        self.register_buffer("view_std", torch.ones(c))
+        self._schedulers = None
+
+    # ------------------------------------------------------------------------------ normalisation
+    def set_normalization(self, stats: dict[str, np.ndarray | Sequence[float]]) -> None:
+        """stats: state_mean/state_std (14), action_min/action_max (14), view_mean/view_std (4)."""
+        missing = [k for k in NORM_KEYS if k not in stats]
+        if missing:
+            raise KeyError(f"normalisation stats lack {missing}; expected {NORM_KEYS}")
+        for key in NORM_KEYS:
+            value = torch.as_tensor(np.asarray(stats[key], dtype=np.float32))
+            buf = getattr(self, key)
+            if value.shape != buf.shape:
+                raise ValueError(f"normalisation {key} has shape {tuple(value.shape)}; expected {tuple(buf.shape)}")
+            buf.copy_(value)
+
+    def normalization(self) -> dict[str, list[float]]:
+        return {k: getattr(self, k).tolist() for k in NORM_KEYS}
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        centre, half = self._action_affine()
+        return (action - centre) / half
+
+    def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        centre, half = self._action_affine()
+        return action * half + centre
+
+    def _action_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        centre = (self.action_max + self.action_min) / 2
+        half = ((self.action_max - self.action_min) / 2).clamp_min(1e-3)  # constant joints stay finite
+        return centre, half
+
+    # ---------------------------------------------------------------------------------- encoder
+    def _device(self) -> torch.device:
+        return self.action_pos.device
+
+    def _tensor(self, obs: dict, key: str, ndim: int) -> torch.Tensor:
+        if key not in obs:
+            raise KeyError(f"observation lacks {key!r}; this policy needs {sorted(self.required_obs_keys())}")
+        x = torch.as_tensor(obs[key], device=self._device())
+        if x.ndim != ndim:
+            raise ValueError(f"obs[{key!r}] has shape {tuple(x.shape)}; expected {ndim} dims (batch first)")
+        return x.float()
+
+    def required_obs_keys(self) -> set[str]:
+        keys = {"state"}
+        if self.cfg.image_encoder.type != "none":
+            keys.add("views")
+        if self.cfg.task_conditioning == "vocab":
+            keys.add("task")
+        elif self.cfg.task_conditioning == "embedding":
+            keys.add("task_embedding")
+        if self.cfg.action_history > 0:
+            keys.add("action_history")
+        return keys
+
+    def prepare_views(self, views: torch.Tensor) -> torch.Tensor:
+        """Raw views (B, V, C, S, S) in metres -> normalised, pooled to the encoder's size."""
+        size = self.cfg.image_encoder.view_size
+        b, v, c, h, w = views.shape
+        views = torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
+        if (h, w) != (size, size):
+            views = F.adaptive_avg_pool2d(views.reshape(b * v, c, h, w), size).reshape(b, v, c, size, size)
+        return (views - self.view_mean[:, None, None]) / self.view_std[:, None, None].clamp_min(1e-6)
+
+    def encode(self, obs: dict) -> torch.Tensor:
+        """Observation -> encoder memory (B, N, d_model)."""
+        cfg = self.cfg
+        state = self._tensor(obs, "state", 2)
+        state = (state - self.state_mean) / self.state_std.clamp_min(1e-6)
+        tokens = [self.state_proj(state)[:, None] + self.type_embed[1]]
+        if cfg.image_encoder.type != "none":
+            views = self.prepare_views(self._tensor(obs, "views", 5))
+            img = self.image_proj(self.image_encoder(views))
+            tokens.append(img + self.type_embed[0])
+        if cfg.task_conditioning == "vocab":
+            if "task" not in obs:
+                raise KeyError("observation lacks 'task' (list of task strings); this policy is task-conditioned")
+            tasks = [obs["task"]] if isinstance(obs["task"], str) else list(obs["task"])
+            unknown = sorted({t for t in tasks if t not in self._task_index})
+            if unknown:
+                raise KeyError(f"task(s) {unknown} were not in training; this policy knows {cfg.task_vocab}")
+            idx = torch.tensor([self._task_index[t] for t in tasks], device=self._device())
+            tokens.append(self.task_embed(idx)[:, None] + self.type_embed[2])
+        elif cfg.task_conditioning == "embedding":
+            tokens.append(self.task_embed(self._tensor(obs, "task_embedding", 2))[:, None] + self.type_embed[2])
+        if cfg.action_history > 0:
+            hist = self.normalize_action(self._tensor(obs, "action_history", 3))
+            tokens.append(self.history_proj(hist) + self.history_pos + self.type_embed[3])
+        x = torch.cat(tokens, dim=1)
+        return self.encoder_norm(self.encoder(x))
+
+    # ---------------------------------------------------------------------------------- decoder
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Predict the noise (prediction_type 'epsilon') or the clean chunk ('sample')."""
+        temb = self.time_mlp(_sinusoid(timesteps, self.cfg.d_model))[:, None]
+        x = self.action_in(noisy) + self.action_pos + temb
+        mem = torch.cat([memory, temb], dim=1)  # the decoder also attends to the timestep token
+        return self.action_out(self.decoder_norm(self.decoder(x, mem)))
+
+    # -------------------------------------------------------------------------------- diffusion
+    def schedulers(self):
+        if self._schedulers is None:
+            from diffusers import DDIMScheduler, DDPMScheduler  # heavy import, only when needed
+
+            kw = dict(
+                num_train_timesteps=self.cfg.train_timesteps,
+                beta_schedule=self.cfg.beta_schedule,
+                clip_sample=True,
+                prediction_type=self.cfg.prediction_type,
+            )
+            self._schedulers = (DDPMScheduler(**kw), DDIMScheduler(**kw))
+        return self._schedulers
+
+    def loss(self, obs: dict, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDPM training loss on a batch: actions (B, chunk_length, 14) in rig units."""
+        ddpm, _ = self.schedulers()
+        actions = torch.as_tensor(actions, device=self._device()).float()
+        if actions.shape[1:] != (self.cfg.chunk_length, self.cfg.action_dim):
+            raise ValueError(
+                f"actions have shape {tuple(actions.shape)}; expected (B, {self.cfg.chunk_length}, "
+                f"{self.cfg.action_dim})"
+            )
+        x0 = self.normalize_action(actions)
+        b = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        noisy = ddpm.add_noise(x0, noise, t)
+        pred = self.denoise(noisy, t, self.encode(obs))
+        target = noise if self.cfg.prediction_type == "epsilon" else x0
+        return F.mse_loss(pred, target)
+
+    @torch.no_grad()
+    def sample(
+        self, obs: dict, num_inference_steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """DDIM sampling of an action chunk (B, chunk_length, 14) in rig units; see module doc."""
+        _, ddim = self.schedulers()
+        memory = self.encode(obs)
+        b = memory.shape[0]
+        ddim.set_timesteps(num_inference_steps or self.cfg.inference_steps)
+        x = torch.randn((b, self.cfg.chunk_length, self.cfg.action_dim), generator=generator, device=memory.device)
+        for t in ddim.timesteps:
+            ts = torch.full((b,), int(t), device=memory.device, dtype=torch.long)
+            x = ddim.step(self.denoise(x, ts, memory), t, x).prev_sample
+        return self.unnormalize_action(x.clamp(-1.0, 1.0))
