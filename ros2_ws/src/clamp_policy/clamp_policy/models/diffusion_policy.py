@@ -156,12 +156,15 @@ class DiffusionPolicy(nn.Module):
         return keys
 
     def prepare_views(self, views: torch.Tensor) -> torch.Tensor:
-        """Raw views (B, V, C, S, S) in metres -> normalised, pooled to the encoder's size."""
+        """Raw views (B, V, C, S, S) in metres -> pooled to the encoder's size, standardised per
+        channel (except for the 3D-aware CLAMP encoder, which needs metric world coordinates)."""
         size = self.cfg.image_encoder.view_size
         b, v, c, h, w = views.shape
         views = torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
         if (h, w) != (size, size):
             views = F.adaptive_avg_pool2d(views.reshape(b * v, c, h, w), size).reshape(b, v, c, size, size)
+        if self.cfg.image_encoder.type == "clamp_vit3d":
+            return views
         return (views - self.view_mean[:, None, None]) / self.view_std[:, None, None].clamp_min(1e-6)
 
     def encode(self, obs: dict) -> torch.Tensor:

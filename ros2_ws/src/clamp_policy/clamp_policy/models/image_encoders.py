@@ -5,7 +5,9 @@
   learned 2D position embedding and a learned per-view embedding (ViT-style tokens; attention
   happens in the policy's transformer encoder).
 - "clamp_vit3d": CLAMP's 3D-aware ViT, imported lazily from `clamp_policy.models.clamp_encoders`
-  (`ImageEncoder3D(cfg)` with `forward(views) -> (B, N, D)` and `out_dim`).
+  (`ImageEncoder3D({num_views, view_size, patch_size, dim, **options})` with
+  `forward(views) -> (B, N, D)` and `out_dim`). It receives views in metres (not standardised), as
+  its 3D position encoding needs world coordinates.
 - "none": no image tokens (proprio/task-only policies, ablations).
 """
 
@@ -64,7 +66,16 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
                 "image_encoder.type='clamp_vit3d' needs clamp_policy.models.clamp_encoders.ImageEncoder3D "
                 f"(the CLAMP encoders), which failed to import: {exc}. Use type='patch' or install them."
             ) from exc
-        encoder = ImageEncoder3D(cfg)
+        # ImageEncoder3D has its own config dataclass: the shared geometry keys plus `options`
+        encoder = ImageEncoder3D(
+            {
+                "num_views": cfg.num_views,
+                "view_size": cfg.view_size,
+                "patch_size": cfg.patch_size,
+                "dim": cfg.dim,
+                **cfg.options,
+            }
+        )
         if not hasattr(encoder, "out_dim"):
             raise TypeError("ImageEncoder3D must expose `out_dim` (token width)")
         return encoder
