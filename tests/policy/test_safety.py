@@ -173,3 +173,37 @@ def test_profile_by_joint_name_and_errors():
         SafetyLimits.from_profile({"gripper_range": [0.5, 1.5]})
     with pytest.raises(ValueError, match="14 values"):
         seeded().limit(np.zeros(7))
+
+
+def test_step_target_reached_without_overshoot():
+    lim = seeded()
+    target = HOME.copy()
+    target[0] += 0.3
+    xs = [lim.limit(target)[0] for _ in range(40)]
+    assert max(xs) <= target[0] + 1e-9  # braking ahead of the target, never past it
+    assert xs[-1] == pytest.approx(target[0])
+    assert np.all(np.diff(xs) >= -1e-12)  # monotone approach, no oscillation
+
+
+def test_smooth_trajectory_within_limits_passes_unchanged():
+    lim = seeded()
+    t = np.arange(300) * DT
+    traj = HOME + 0.3 * np.sin(2 * np.pi * 0.5 * t)[:, None] * (np.arange(14) % 7 < 6)  # arm joints only
+    lim.reset(traj[0], velocity=(traj[1] - traj[0]) / DT)
+    outs = np.array([lim.limit(p) for p in traj[1:]])
+    np.testing.assert_allclose(outs, traj[1:], atol=1e-9)
+    assert lim.total() == 0
+
+
+def test_nonfinite_while_moving_stops_at_max_deceleration():
+    lim = seeded()
+    target = HOME.copy()
+    for _ in range(40):
+        target = target.copy()
+        target[0] += 2.0 * DT
+        lim.limit(target)
+    xs = [lim.limit(np.full(14, np.nan))[0] for _ in range(12)]
+    vel = np.diff(xs) / DT
+    assert np.all(np.abs(np.diff(vel)) <= lim.limits.acceleration[0] * DT + 1e-9)
+    assert vel[-1] == 0.0
+    assert lim.total("nonfinite") == 12 * 14

@@ -14,8 +14,9 @@ Velocity is measured between successive *commanded* positions, so the limiter ne
 position once (`reset`) before the first target: it never jumps from an unknown state. Every
 clamp is counted per kind and per joint (`counts`, `counts_by_joint`).
 
-Acceleration limiting is a rate limiter on the command, so a hold after fast motion decelerates
-smoothly (and may pass the hold point by up to v^2 / 2a); smooth chunks never trigger it.
+Acceleration limiting brakes ahead of a target (relative to the target's own velocity), so a step
+target is approached without overshoot and a rejected target brings a moving arm to rest at the
+acceleration limit; a target moving smoothly within the limits is passed through unchanged.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ class SafetyLimiter:
         self.counts: dict[str, np.ndarray] = {k: np.zeros(rig.ACTION_DIM, dtype=np.int64) for k in KINDS}
         self.last_event = LimitEvent()
         self._position: np.ndarray | None = None
+        self._target = np.zeros(rig.ACTION_DIM)  # last accepted (clipped) target, for its velocity
         self._velocity = np.zeros(rig.ACTION_DIM)
 
     # ------------------------------------------------------------------------------------- state
@@ -187,6 +189,7 @@ class SafetyLimiter:
         if pos.shape != (rig.ACTION_DIM,) or not np.all(np.isfinite(pos)):
             raise ValueError(f"reset needs a finite 14-D position (rig.ACTION_NAMES order), got {pos!r}")
         self._position = pos.copy()
+        self._target = pos.copy()
         self._velocity = np.zeros(rig.ACTION_DIM) if velocity is None else np.asarray(velocity, float).copy()
         if self._velocity.shape != (rig.ACTION_DIM,) or not np.all(np.isfinite(self._velocity)):
             raise ValueError(f"reset needs a finite 14-D velocity, got {velocity!r}")
@@ -209,7 +212,7 @@ class SafetyLimiter:
         if bad.any():
             event.rejected = True
             event.clamped["nonfinite"] = bad
-            tgt = self._position.copy()  # hold; the rate limits below bring a moving arm to rest
+            tgt = self._position.copy()  # hold (see the stop below)
 
         clipped = np.clip(tgt, lim.lower, lim.upper)
         moved = clipped != tgt
@@ -218,10 +221,22 @@ class SafetyLimiter:
         event.clamped["position"] = moved & arm_mask
         event.clamped["gripper"] = moved & ~arm_mask
 
-        v_des = (clipped - self._position) / dt
+        gap = clipped - self._position
+        v_des = gap / dt
+        if event.rejected:
+            # Stop: the acceleration clamp below brings a moving arm to rest at max deceleration.
+            v_des = v_br = np.zeros(rig.ACTION_DIM)
+        else:
+            # Braking: relative to the target's own motion, approach no faster than the arm can stop
+            # within the remaining gap (sqrt(2 a d)), so a step target is reached without overshoot,
+            # while a target moving smoothly within the limits is tracked exactly (relative speed 0).
+            v_target = (clipped - self._target) / dt
+            a = lim.acceleration  # after this tick's move, the rest of the gap must cover v^2 / 2a
+            v_brake = np.sqrt((a * dt) ** 2 + 2.0 * a * np.abs(gap)) - a * dt
+            v_br = np.clip(v_des - v_target, -v_brake, v_brake) + v_target
         dv = lim.acceleration * dt
-        v_acc = np.clip(v_des, self._velocity - dv, self._velocity + dv)
-        event.clamped["acceleration"] = v_acc != v_des
+        v_acc = np.clip(v_br, self._velocity - dv, self._velocity + dv)
+        event.clamped["acceleration"] = np.abs(v_acc - v_des) > 1e-9 * (1.0 + np.abs(v_des))
         v = np.clip(v_acc, -lim.velocity, lim.velocity)
         event.clamped["velocity"] = v != v_acc
 
@@ -237,6 +252,8 @@ class SafetyLimiter:
         for kind, mask in event.clamped.items():
             self.counts[kind] += mask
         self._position, self._velocity = out, v
+        if not event.rejected:
+            self._target = clipped
         self.last_event = event
         return out.copy()
 
