@@ -1,0 +1,550 @@
+"""`python -m clamp_training convert BAG_DIR... --out DATASET`: episode bags -> zarr dataset.
+
+Each episode bag (clamp_perception.episode_bag schema, from the recorder or clamp_sim) becomes
+`DATASET/episodes/<bag>.zarr` (layout in clamp_training.dataset):
+
+- steps on a rig.CONTROL_HZ grid from the first time every needed stream has data to the last
+  joint state; state = latest follower joint states at each step, action = latest leader (commanded)
+  joint states, both through rig.state_from_joint_states (gripper per episode.yaml action_source);
+- camera frame sets (the four cameras' colour + aligned depth + camera_info within
+  --sync-tolerance of each other) rendered into the CLAMP views by clamp_perception's pipeline, the
+  code the robot runs, with TF replayed from the bag into the same TransformBuffer the node uses;
+  each step indexes the latest frame set not after it;
+- optionally the colour images (downscaled by --rgb-scale), task text, object positions.
+
+Episodes convert in parallel (--workers) and each is written to a temporary name and renamed when
+complete, so an interrupted conversion resumes where it stopped (--overwrite redoes everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import DATASET_JSON, EPISODES_DIR, FORMAT, FORMAT_VERSION, STATS_JSON, open_episode
+
+
+class ConvertError(RuntimeError):
+    """A bag that cannot be converted; the message names the bag, the problem and the fix."""
+
+
+@dataclass
+class ConvertOptions:
+    control_hz: float = 50.0
+    views: bool = True
+    rgb_scale: float = 0.25  # 0 disables storing colour images
+    sync_tolerance_s: float = 0.02  # camera messages of one frame set lie within this of each other
+    cameras: list = field(default_factory=list)  # default rig.CAMERAS
+    perception_config: str | None = None  # YAML for clamp_perception's pipeline (its default if None)
+
+
+# ------------------------------------------------------------------------------------ bag discovery
+def find_bags(paths: list[str | os.PathLike]) -> list[Path]:
+    """Episode bag dirs (dirs holding a *.mcap) given as bags or as folders of bags."""
+    bags: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConvertError(f"{p} does not exist; pass episode bag directories (or folders of them)")
+        if p.is_dir() and any(p.glob("*.mcap")):
+            bags.append(p)
+        elif p.is_dir():
+            found = sorted({m.parent for m in p.rglob("*.mcap")})
+            if not found:
+                raise ConvertError(f"{p} holds no episode bags (no *.mcap below it)")
+            bags.extend(found)
+        else:
+            raise ConvertError(f"{p} is a file; pass the episode bag directory that contains it")
+    return bags
+
+
+def is_bag_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (any(p.glob("*.mcap")) or any(p.rglob("*.mcap")))
+
+
+# ------------------------------------------------------------------------------------ one episode
+def _stamp_ns(msg, log_ns: int) -> int:
+    header = getattr(msg, "header", None)
+    if header is not None:
+        ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        if ns > 0:
+            return ns
+    return log_ns
+
+
+def _joint_dict(msg) -> dict[str, float]:
+    return {n: float(p) for n, p in zip(msg.name, msg.position, strict=False)}
+
+
+def _gripper_for(action_source: str):
+    from clamp_perception import rig
+
+    if action_source.endswith("follower_gripper"):
+        return rig.FOLLOWER_GRIPPER
+    return rig.LEADER_GRIPPER
+
+
+def _image_array(msg) -> np.ndarray:
+    from clamp_perception.msg_conversions import image_to_numpy
+
+    return image_to_numpy(msg)
+
+
+def _downscale_rgb(img: np.ndarray, scale: float) -> np.ndarray:
+    if scale >= 1.0:
+        return img
+    step = max(1, int(round(1.0 / scale)))
+    h, w = (img.shape[0] // step) * step, (img.shape[1] // step) * step
+    # block mean: cheap and alias-free for integer factors
+    x = img[:h, :w].reshape(h // step, step, w // step, step, 3).mean(axis=(1, 3))
+    return np.round(x).astype(np.uint8)
+
+
+class _FrameSets:
+    """Groups the cameras' colour/depth/camera_info messages into synchronous frame sets."""
+
+    def __init__(self, cameras: list[str], tolerance_ns: int) -> None:
+        from clamp_perception import rig
+
+        self.cameras = cameras
+        self.tol = tolerance_ns
+        self.role: dict[str, tuple[str, str]] = {}
+        for cam in cameras:
+            color, depth = rig.color_topic(cam), rig.depth_topic(cam)
+            self.role[color] = (cam, "color")
+            self.role[depth] = (cam, "depth")
+            self.role[rig.camera_info_topic(color)] = (cam, "color_info")
+            self.role[rig.camera_info_topic(depth)] = (cam, "depth_info")
+        self.latest: dict[tuple[str, str], tuple[int, object]] = {}
+        self.last_emitted = -1
+        self.dropped = 0
+
+    def topics(self) -> list[str]:
+        return list(self.role)
+
+    def add(self, topic: str, stamp: int, msg) -> tuple[int, dict] | None:
+        """Feed one message; returns (stamp, {cam: {color, depth, color_info, depth_info}}) when a
+        new complete set exists (all images within tolerance of the reference camera's colour)."""
+        self.latest[self.role[topic]] = (stamp, msg)
+        ref = self.latest.get((self.cameras[0], "color"))
+        if ref is None or ref[0] <= self.last_emitted:
+            return None
+        frames: dict = {}
+        for cam in self.cameras:
+            parts = {}
+            for kind in ("color", "depth", "color_info", "depth_info"):
+                got = self.latest.get((cam, kind))
+                if got is None:
+                    return None
+                if kind in ("color", "depth") and abs(got[0] - ref[0]) > self.tol:
+                    return None
+                parts[kind] = got[1]
+            frames[cam] = parts
+        self.last_emitted = ref[0]
+        return ref[0], frames
+
+
+def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: ConvertOptions) -> dict:
+    """Convert one bag into the episode group at `out_path` (written to out_path + '.tmp', renamed)."""
+    import zarr
+    from clamp_perception import rig
+    from clamp_perception.episode_bag import EpisodeBagError, EpisodeReader
+
+    bag = Path(bag)
+    out_path = Path(out_path)
+    t_start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reader = EpisodeReader(bag)
+            topics = reader.topics()
+    except EpisodeBagError as exc:
+        raise ConvertError(f"bag {bag}: {exc}") from exc
+    bag_warnings = [str(w.message) for w in caught]
+    meta = reader.metadata or {}
+    cameras = list(opts.cameras or rig.CAMERAS)
+    need_cams = opts.views or opts.rgb_scale > 0
+    frame_sets = _FrameSets(cameras, int(opts.sync_tolerance_s * 1e9)) if need_cams else None
+
+    joint_topics = {rig.joint_states_topic(a): a for a in (*rig.FOLLOWERS, *rig.LEADERS)}
+    required = list(joint_topics)
+    if need_cams:
+        required += frame_sets.topics()
+    if opts.views and "/tf" not in topics:
+        required.append("/tf_static")  # camera extrinsics (and wrist poses) come from TF
+    missing = [t for t in required if t not in topics]
+    if missing:
+        fix = "record them"
+        if all(t not in joint_topics for t in missing):
+            fix += ", or convert without cameras (--no-views --rgb-scale 0)"
+        raise ConvertError(f"bag {bag} lacks topic(s) {missing}; {fix}. Topics present: {sorted(topics)}")
+
+    perception = _Perception(opts.perception_config, cameras) if opts.views else None
+    joints: dict[str, list[tuple[int, dict]]] = {a: [] for a in joint_topics.values()}
+    task_msgs: list[str] = []
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    group = zarr.open_group(str(tmp), mode="w")
+    views_arr = None
+    rgb_arrs: dict[str, object] = {}
+    frame_times: list[int] = []
+    pending: list[tuple[int, dict]] = []  # complete frame sets waiting for TF past their stamp
+    tf_latest = -1
+    skipped: dict[str, int] = {}
+
+    def flush_pending(final: bool) -> None:
+        nonlocal views_arr
+        while pending and (final or pending[0][0] <= tf_latest or perception is None):
+            stamp, frames = pending.pop(0)
+            if perception is not None:
+                try:
+                    v = perception.render(frames, stamp)
+                except _SkipFrame as exc:
+                    skipped[str(exc)] = skipped.get(str(exc), 0) + 1
+                    continue
+                if views_arr is None:
+                    views_arr = group.create_array("views", shape=(0, *v.shape), chunks=(1, *v.shape), dtype="float16")
+                views_arr.append(v[None].astype(np.float16))
+            if opts.rgb_scale > 0:
+                for cam in cameras:
+                    img = _downscale_rgb(_image_array(frames[cam]["color"])[..., :3], opts.rgb_scale)
+                    arr = rgb_arrs.get(cam)
+                    if arr is None:
+                        arr = group.create_array(
+                            f"rgb/{cam}", shape=(0, *img.shape), chunks=(1, *img.shape), dtype="uint8"
+                        )
+                        rgb_arrs[cam] = arr
+                    arr.append(img[None])
+            frame_times.append(stamp)
+
+    wanted = set(required) | {"/tf", "/tf_static", rig.TASK_TOPIC}
+    try:
+        for m in reader.messages([t for t in wanted if t in topics]):
+            if m.topic in joint_topics:
+                joints[joint_topics[m.topic]].append((_stamp_ns(m.msg, m.stamp_ns), _joint_dict(m.msg)))
+            elif m.topic in ("/tf", "/tf_static"):
+                if perception is not None:
+                    perception.add_tf(m.msg, static=m.topic == "/tf_static")
+                    if m.topic == "/tf":
+                        tf_latest = max(tf_latest, max((_stamp_ns(t, 0) for t in m.msg.transforms), default=-1))
+            elif m.topic == rig.TASK_TOPIC:
+                task_msgs.append(str(m.msg.data))
+            elif frame_sets is not None and m.topic in frame_sets.role:
+                got = frame_sets.add(m.topic, _stamp_ns(m.msg, m.stamp_ns), m.msg)
+                if got is not None:
+                    pending.append(got)
+                    flush_pending(final=False)
+        flush_pending(final=True)
+    except EpisodeBagError as exc:
+        raise ConvertError(f"bag {bag}: {exc}") from exc
+
+    # ---- the control-step grid
+    for arm, msgs in joints.items():
+        if len(msgs) < 2:
+            raise ConvertError(
+                f"bag {bag}: {rig.joint_states_topic(arm)} has {len(msgs)} message(s); the episode is empty or "
+                "truncated too early to use"
+            )
+    stamps = {a: np.array([s for s, _ in msgs], dtype=np.int64) for a, msgs in joints.items()}
+    t0 = max(int(s[0]) for s in stamps.values())
+    t_end = min(int(s[-1]) for s in stamps.values())
+    if need_cams:
+        if not frame_times:
+            raise ConvertError(
+                f"bag {bag}: no complete camera frame set (all of {cameras} with colour, depth and camera_info "
+                f"within {opts.sync_tolerance_s * 1e3:.0f} ms); skipped: {skipped or 'none'}. Check the camera "
+                "topics or raise --sync-tolerance"
+            )
+        t0 = max(t0, frame_times[0])
+    period = int(round(1e9 / opts.control_hz))
+    if t_end < t0:
+        raise ConvertError(f"bag {bag}: joint states and cameras never overlap in time; nothing to convert")
+    grid = np.arange(t0, t_end + 1, period, dtype=np.int64)
+
+    def sample(arm: str) -> list[dict]:
+        idx = np.searchsorted(stamps[arm], grid, side="right") - 1
+        return [joints[arm][i][1] for i in idx]
+
+    gripper = _gripper_for(str(meta.get("action_source", "leader_joint_states/leader_gripper")))
+    fl = {a: sample(a) for a in rig.FOLLOWERS}
+    ld = {a: sample(a) for a in rig.LEADERS}
+    try:
+        state = np.stack([rig.state_from_joint_states({a: fl[a][k] for a in rig.FOLLOWERS}) for k in range(len(grid))])
+        action = np.stack(
+            [
+                rig.state_from_joint_states({a: ld[a][k] for a in rig.LEADERS}, arms=rig.LEADERS, gripper=gripper)
+                for k in range(len(grid))
+            ]
+        )
+    except KeyError as exc:
+        raise ConvertError(f"bag {bag}: {exc.args[0]}") from exc
+    group.create_array("state", data=state.astype(np.float32), chunks=(4096, state.shape[1]))
+    group.create_array("action", data=action.astype(np.float32), chunks=(4096, action.shape[1]))
+    group.create_array("step_time", data=(grid - t0) / 1e9, chunks=(4096,))
+    group.create_array("step_stamp", data=grid, chunks=(4096,))  # ns, the bag's clock
+    if frame_times:
+        ft = np.asarray(frame_times, dtype=np.int64)
+        group.create_array("frame_time", data=(ft - t0) / 1e9, chunks=(4096,))
+        group.create_array("frame_stamp", data=ft, chunks=(4096,))
+        view_index = np.clip(np.searchsorted(ft, grid, side="right") - 1, 0, len(ft) - 1).astype(np.int32)
+        group.create_array("view_index", data=view_index, chunks=(4096,))
+    else:
+        group.create_array("view_index", data=np.zeros(len(grid), np.int32), chunks=(4096,))
+
+    task = str(meta.get("task") or (task_msgs[-1] if task_msgs else ""))
+    extras = dict(meta.get("extras") or {})
+    objects = extras.get("object_positions") or extras.get("objects") or {}
+    info = {
+        "name": out_path.name[: -len(".zarr")] if out_path.name.endswith(".zarr") else out_path.name,
+        "bag": str(bag.resolve()),
+        "task": task,
+        "success": meta.get("success"),
+        "source": meta.get("source"),
+        "action_source": meta.get("action_source"),
+        "seed": meta.get("seed"),
+        "objects": objects if isinstance(objects, dict) else {},
+        "extras": extras,
+        "steps": len(grid),
+        "frames": len(frame_times),
+        "duration_s": float((grid[-1] - grid[0]) / 1e9),
+        "frame_sets_skipped": skipped,
+        "bag_warnings": bag_warnings,
+        "truncated": bool(reader.truncated),
+        "convert_s": time.perf_counter() - t_start,
+    }
+    group.attrs.update(json.loads(json.dumps(info, default=str)))
+    if out_path.exists():
+        shutil.rmtree(out_path)
+    os.replace(tmp, out_path)
+    return info
+
+
+class _SkipFrame(Exception):
+    """A frame set that cannot be rendered (e.g. TF missing at its stamp); counted, not fatal."""
+
+
+class _Perception:
+    """clamp_perception's pipeline fed from bag messages: the same code the perception node runs."""
+
+    def __init__(self, config_path: str | None, cameras: list[str]) -> None:
+        try:
+            from clamp_perception.pipeline import PerceptionPipeline  # noqa: F401
+        except ImportError as exc:
+            raise ConvertError(
+                f"rendering views needs clamp_perception.pipeline ({exc}); convert with --no-views meanwhile"
+            ) from exc
+        from clamp_perception.transforms import TransformBuffer
+
+        self.tf = TransformBuffer(cache_time_s=1e6)  # a whole episode: training looks back arbitrarily
+        self.cameras = cameras
+        self.pipeline = _make_pipeline(config_path)
+
+    def add_tf(self, msg, static: bool) -> None:
+        self.tf.add_message(msg, static=static)
+
+    def render(self, frames: dict, stamp_ns: int) -> np.ndarray:
+        return _render(self.pipeline, self.tf, frames, stamp_ns)
+
+
+def _make_pipeline(config_path: str | None):
+    from clamp_perception.pipeline import PerceptionPipeline
+
+    return PerceptionPipeline.from_yaml(config_path) if config_path else PerceptionPipeline()
+
+
+def _render(pipeline, tf, frames: dict, stamp_ns: int) -> np.ndarray:
+    raise NotImplementedError("filled in against clamp_perception.pipeline once it lands")
+
+
+# ------------------------------------------------------------------------------------ the dataset
+def _convert_job(args: tuple[str, str, dict]) -> dict:
+    bag, out, opts = args
+    return convert_episode(bag, out, ConvertOptions(**opts))
+
+
+def episode_names(bags: list[Path]) -> list[str]:
+    names, seen = [], {}
+    for b in bags:
+        n = b.name
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}_{seen[n] - 1}")
+    return names
+
+
+def compute_stats(out: Path, names: list[str], max_view_frames: int = 64, seed: int = 0) -> dict:
+    """state mean/std, action min/max (all steps); per-channel view mean/std over finite pixels of
+    up to max_view_frames frames per episode (sampled) - enough for a normaliser."""
+    rng = np.random.default_rng(seed)
+    states, actions = [], []
+    vsum = vsq = None
+    vcount = 0
+    for n in names:
+        g = open_episode(out / EPISODES_DIR / f"{n}.zarr")
+        states.append(np.asarray(g["state"][:], np.float64))
+        actions.append(np.asarray(g["action"][:], np.float64))
+        if "views" in set(g.array_keys()):
+            views = g["views"]
+            idx = np.sort(rng.choice(views.shape[0], min(max_view_frames, views.shape[0]), replace=False))
+            for i in idx:
+                v = np.asarray(views[int(i)], np.float64)  # (V, C, S, S)
+                v = np.moveaxis(v, 1, 0).reshape(v.shape[1], -1)
+                valid = np.isfinite(v).all(0) & (v[0] > 0)  # depth 0 / non-finite = empty pixel
+                x = v[:, valid]
+                vsum = x.sum(1) if vsum is None else vsum + x.sum(1)
+                vsq = (x**2).sum(1) if vsq is None else vsq + (x**2).sum(1)
+                vcount += x.shape[1]
+    s, a = np.concatenate(states), np.concatenate(actions)
+    if vcount:
+        vmean = vsum / vcount
+        vstd = np.sqrt(np.maximum(vsq / vcount - vmean**2, 0.0))
+    else:
+        vmean, vstd = np.zeros(4), np.ones(4)
+    return {
+        "state_mean": s.mean(0).tolist(),
+        "state_std": s.std(0).tolist(),
+        "state_count": len(s),
+        "action_min": a.min(0).tolist(),
+        "action_max": a.max(0).tolist(),
+        "action_mean": a.mean(0).tolist(),
+        "action_std": a.std(0).tolist(),
+        "view_mean": vmean.tolist(),
+        "view_std": vstd.tolist(),
+        "view_count": int(vcount),
+    }
+
+
+def _atomic_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def convert(
+    bag_paths: list[str | os.PathLike],
+    out: str | os.PathLike,
+    opts: ConvertOptions | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Convert bags into the dataset at `out` (resuming); returns the dataset.json document."""
+    from clamp_perception import rig
+    from tqdm import tqdm
+
+    opts = opts or ConvertOptions()
+    if not opts.cameras:
+        opts.cameras = list(rig.CAMERAS)
+    out = Path(out)
+    bags = find_bags(bag_paths)
+    if not bags:
+        raise ConvertError(f"no episode bags in {[str(p) for p in bag_paths]}")
+    names = episode_names(bags)
+    ep_dir = out / EPISODES_DIR
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    ep_dir.mkdir(parents=True, exist_ok=True)
+    opts_file = out / "convert_options.json"
+    opts_doc = asdict(opts)
+    if opts_file.exists() and json.loads(opts_file.read_text()) != opts_doc:
+        raise ConvertError(f"{out} was converted with other options ({opts_file}); use --overwrite or another --out")
+    _atomic_json(opts_file, opts_doc)
+    todo = [(str(b), str(ep_dir / f"{n}.zarr"), opts_doc) for b, n in zip(bags, names, strict=True)]
+    todo = [t for t in todo if not Path(t[1]).is_dir()]  # finished episodes are kept (resume)
+    errors: list[str] = []
+    bar = tqdm(total=len(todo), desc="converting episodes", unit="ep", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_convert_job, t): t[0] for t in todo}
+            for fut in as_completed(futures):
+                try:
+                    fut.result()
+                except ConvertError as exc:
+                    errors.append(str(exc))
+                bar.update()
+    else:
+        for t in todo:
+            try:
+                _convert_job(t)
+            except ConvertError as exc:
+                errors.append(str(exc))
+            bar.update()
+    bar.close()
+    if errors:
+        raise ConvertError(f"{len(errors)} of {len(bags)} bag(s) failed (others are kept):\n  " + "\n  ".join(errors))
+    episodes = []
+    for n in names:
+        attrs = dict(open_episode(ep_dir / f"{n}.zarr").attrs)
+        episodes.append({k: attrs.get(k) for k in ("name", "bag", "task", "success", "source", "steps", "frames")})
+    stats = compute_stats(out, names)
+    _atomic_json(out / STATS_JSON, stats)
+    first = open_episode(ep_dir / f"{names[0]}.zarr")
+    view_shape = list(first["views"].shape[1:]) if "views" in set(first.array_keys()) else None
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "control_hz": opts.control_hz,
+        "chunk_length": rig.CHUNK_LENGTH,
+        "action_names": list(rig.ACTION_NAMES),
+        "cameras": opts.cameras,
+        "view_names": list(rig.VIEW_NAMES),
+        "view_channels": list(rig.VIEW_CHANNELS),
+        "view_shape": view_shape,
+        "rgb_scale": opts.rgb_scale,
+        "perception_config": opts.perception_config,
+        "tasks": sorted({e["task"] for e in episodes}),
+        "num_steps": int(sum(e["steps"] for e in episodes)),
+        "episodes": episodes,
+    }
+    _atomic_json(out / DATASET_JSON, doc)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clamp_training convert", description=__doc__.split("\n\n")[0])
+    ap.add_argument("bags", nargs="+", help="episode bag dirs, or folders holding them")
+    ap.add_argument("--out", required=True, help="dataset directory (created; resumed if it exists)")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="episodes in parallel")
+    ap.add_argument("--no-views", action="store_true", help="skip rendering the CLAMP views")
+    ap.add_argument("--rgb-scale", type=float, default=0.25, help="colour image scale (0: do not store)")
+    ap.add_argument("--control-hz", type=float, default=50.0)
+    ap.add_argument("--sync-tolerance", type=float, default=0.02, help="s between cameras of one frame set")
+    ap.add_argument("--perception-config", default=None, help="YAML for clamp_perception's pipeline")
+    ap.add_argument("--overwrite", action="store_true", help="discard an existing dataset at --out")
+    args = ap.parse_args(argv)
+    opts = ConvertOptions(
+        control_hz=args.control_hz,
+        views=not args.no_views,
+        rgb_scale=args.rgb_scale,
+        sync_tolerance_s=args.sync_tolerance,
+        perception_config=args.perception_config,
+    )
+    t = time.perf_counter()
+    try:
+        doc = convert(args.bags, args.out, opts, workers=args.workers, overwrite=args.overwrite)
+    except ConvertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    dur = sum(
+        float(open_episode(Path(args.out) / EPISODES_DIR / f"{e['name']}.zarr").attrs["duration_s"])
+        for e in doc["episodes"]
+    )
+    print(
+        f"{len(doc['episodes'])} episodes, {doc['num_steps']} steps, {dur:.1f} episode-s in "
+        f"{time.perf_counter() - t:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
