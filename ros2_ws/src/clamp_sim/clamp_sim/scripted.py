@@ -1,0 +1,302 @@
+"""Scripted demonstrators: end-effector waypoints per task, converted to joints with MuJoCo IK.
+
+Each policy is an ordinary observation -> (rig.CHUNK_LENGTH, 14) action-chunk callable, so the
+evaluation harness runs it like a learned policy. It plans from the observation's object poses
+(privileged, as scripted demonstrators are) when an episode starts, and corrects the final
+approach of fine steps (handover, insertion) from the object poses observed at each call.
+Orientations: the grasp frame is the gripper_link frame (x along the fingers, y the closing
+direction), expressed in world axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+from clamp_perception import rig
+
+from clamp_sim.aloha_sim import MJ_ARM, START_ARM_POSE, build_spec
+
+
+def _frame(x: np.ndarray, y: np.ndarray, roll: float = 0.0) -> np.ndarray:
+    x = x / np.linalg.norm(x)
+    y = y - np.dot(y, x) * x
+    y /= np.linalg.norm(y)
+    R = np.column_stack([x, y, np.cross(x, y)])
+    c, s = np.cos(roll), np.sin(roll)
+    return R @ np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rot(axis: np.ndarray, roll: float = 0.0) -> np.ndarray:
+    """Gripper orientation with fingers along a horizontal `axis`; closing direction horizontal (then rolled)."""
+    return _frame(axis, np.cross([0.0, 0.0, 1.0], axis), roll)
+
+
+def pitched(horizontal: np.ndarray, pitch_deg: float, roll: float = 0.0) -> np.ndarray:
+    """Fingers pointing along `horizontal` tilted `pitch_deg` down (90: straight down); closing
+    direction horizontal, perpendicular to `horizontal`."""
+    h = np.array([horizontal[0], horizontal[1], 0.0])
+    h /= np.linalg.norm(h)
+    p = np.deg2rad(pitch_deg)
+    return _frame(np.cos(p) * h - np.sin(p) * np.array([0.0, 0.0, 1.0]), np.cross([0.0, 0.0, 1.0], h), roll)
+
+
+def _quat(R: np.ndarray) -> np.ndarray:
+    q = np.empty(4)
+    mujoco.mju_mat2Quat(q, np.ascontiguousarray(R).ravel())
+    return q
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, s: float) -> np.ndarray:
+    if np.dot(q0, q1) < 0:
+        q1 = -q1
+    d = np.clip(np.dot(q0, q1), -1.0, 1.0)
+    if d > 0.9995:
+        q = q0 + s * (q1 - q0)
+        return q / np.linalg.norm(q)
+    th = np.arccos(d)
+    return (np.sin((1 - s) * th) * q0 + np.sin(s * th) * q1) / np.sin(th)
+
+
+class ArmIK:
+    """Damped-least-squares IK of one arm's grasp site on a private MjData (the sim is untouched)."""
+
+    def __init__(self, model: mujoco.MjModel, arm: str, site: str) -> None:
+        self.model, self.arm = model, arm
+        self.data = mujoco.MjData(model)
+        mj = MJ_ARM[arm]
+        joints = [model.joint(f"{mj}/{j}").id for j in rig.ARM_JOINT_NAMES]
+        self.qadr = np.array([model.jnt_qposadr[j] for j in joints])
+        self.dadr = np.array([model.jnt_dofadr[j] for j in joints])
+        self.lo = np.array([model.jnt_range[j][0] for j in joints])
+        self.hi = np.array([model.jnt_range[j][1] for j in joints])
+        self.site = model.site(site).id
+        self._jp = np.zeros((3, model.nv))
+        self._jr = np.zeros((3, model.nv))
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.data.qpos[self.qadr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
+
+    def solve(self, pos: np.ndarray, R: np.ndarray, q0: np.ndarray, iters: int = 30,
+              rot_weight: float = 0.3) -> np.ndarray:
+        q = np.array(q0, float)
+        q_target = np.empty(4)
+        mujoco.mju_mat2Quat(q_target, np.ascontiguousarray(R).ravel())
+        for _ in range(iters):
+            p, Rc = self.forward(q)
+            mujoco.mj_comPos(self.model, self.data)
+            q_cur = np.empty(4)
+            mujoco.mju_mat2Quat(q_cur, np.ascontiguousarray(Rc).ravel())
+            err_r = np.empty(3)
+            mujoco.mju_subQuat(err_r, q_target, q_cur)  # rotation vector in the current site frame
+            err_r = Rc @ err_r  # ... in world, like the Jacobian
+            err = np.concatenate([pos - p, rot_weight * err_r])
+            if np.linalg.norm(err[:3]) < 2e-4 and np.linalg.norm(err_r) < 2e-3:
+                break
+            mujoco.mj_jacSite(self.model, self.data, self._jp, self._jr, self.site)
+            J = np.vstack([self._jp[:, self.dadr], rot_weight * self._jr[:, self.dadr]])
+            dq = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), err)
+            q = np.clip(q + np.clip(dq, -0.3, 0.3), self.lo, self.hi)
+        return q
+
+
+@dataclass
+class Waypoint:
+    t: int  # control step
+    pos: np.ndarray  # grasp point, world
+    R: np.ndarray  # grasp frame orientation, world
+    gripper: float  # normalised 0 closed .. 1 open
+
+
+class ScriptedPolicy:
+    """Base class: per-arm waypoint lists -> joint trajectory via IK; chunks of rig.CHUNK_LENGTH."""
+
+    horizon = 400  # control steps per episode (8 s at 50 Hz)
+
+    def __init__(self, task: str) -> None:
+        from clamp_sim.tasks import make_task
+
+        self.task = task
+        self.model = build_spec(make_task(task)).compile()
+        self.ik = {arm: ArmIK(self.model, arm, f"{arm}/grasp") for arm in rig.FOLLOWERS}
+        self.reset()
+
+    def reset(self) -> None:
+        self.step_count = 0
+        self.waypoints: dict[str, list[Waypoint]] | None = None
+        self.q = {arm: START_ARM_POSE.copy() for arm in rig.FOLLOWERS}
+
+    def home(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.ik[arm].forward(START_ARM_POSE)
+
+    def plan(self, obs: dict) -> dict[str, list[Waypoint]]:
+        raise NotImplementedError
+
+    def correct(self, obs: dict) -> None:
+        """Adjust future waypoints from the current observation (closed-loop fine steps)."""
+
+    def target(self, arm: str, t: int) -> Waypoint:
+        wps = self.waypoints[arm]
+        if t <= wps[0].t:
+            return wps[0]
+        for a, b in zip(wps, wps[1:]):
+            if a.t <= t <= b.t:
+                s = (t - a.t) / max(b.t - a.t, 1)
+                s = 0.5 - 0.5 * np.cos(np.pi * s)  # ease in/out: no velocity jumps at waypoints
+                R = np.empty(9)
+                mujoco.mju_quat2Mat(R, _slerp(_quat(a.R), _quat(b.R), s))
+                return Waypoint(t, a.pos + s * (b.pos - a.pos), R.reshape(3, 3), a.gripper + s * (b.gripper - a.gripper))
+        return wps[-1]
+
+    def action(self, t: int) -> np.ndarray:
+        out = np.empty(rig.ACTION_DIM)
+        for i, arm in enumerate(rig.FOLLOWERS):
+            wp = self.target(arm, t)
+            self.q[arm] = self.ik[arm].solve(wp.pos, wp.R, self.q[arm])
+            out[7 * i : 7 * i + 6] = self.q[arm]
+            out[7 * i + 6] = wp.gripper
+        return out
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        if self.waypoints is None:
+            self.waypoints = self.plan(obs)
+        self.correct(obs)
+        t0 = int(obs.get("step", self.step_count))
+        chunk = np.stack([self.action(t0 + k) for k in range(rig.CHUNK_LENGTH)])
+        self.step_count = t0 + rig.CHUNK_LENGTH
+        return chunk
+
+
+def _obj(obs: dict, name: str) -> np.ndarray:
+    return np.asarray(obs["objects"][name][:3], float)
+
+
+class TransferCubePolicy(ScriptedPolicy):
+    """Right arm picks the cube (fingers tilted down), lifts it to the middle; left arm takes it
+    with its gripper rolled 90 deg (fingers close vertically), the right arm lets go."""
+
+    meet = np.array([0.0, 0.5, 0.25])
+
+    def plan(self, obs):
+        cube = _obj(obs, "red cube")
+        rp, rR = self.home("follower_right")
+        lp, lR = self.home("follower_left")
+        pick = pitched(np.array([-1.0, 0.0]), 60)
+        meet_r = pitched(np.array([-1.0, 0.0]), 30)
+        meet_l = _rot(np.array([1.0, 0.0, 0.0]), roll=np.pi / 2)
+        above, at = cube + [0.0, 0.0, 0.08], cube + [0.0, 0.0, 0.005]
+        m = self.meet
+        right = [
+            Waypoint(0, rp, rR, 1.0),
+            Waypoint(80, above, pick, 1.0),
+            Waypoint(120, at, pick, 1.0),
+            Waypoint(140, at, pick, 0.0),
+            Waypoint(210, m + [0.02, 0, 0], meet_r, 0.0),
+            Waypoint(300, m + [0.02, 0, 0], meet_r, 0.0),
+            Waypoint(320, m + [0.02, 0, 0], meet_r, 1.0),
+            Waypoint(370, m + [0.15, 0, 0.05], meet_r, 1.0),
+        ]
+        left = [
+            Waypoint(0, lp, lR, 1.0),
+            Waypoint(200, m + [-0.15, 0, 0], meet_l, 1.0),
+            Waypoint(260, m + [-0.04, 0, 0], meet_l, 1.0),
+            Waypoint(285, m + [-0.04, 0, 0], meet_l, 0.0),
+            Waypoint(330, m + [-0.04, 0, 0], meet_l, 0.0),
+            Waypoint(380, m + [-0.1, 0, 0], meet_l, 0.0),
+        ]
+        return {"follower_left": left, "follower_right": right}
+
+    def correct(self, obs):
+        # The left arm goes to where the cube actually is once the right arm holds it at the meet point.
+        t = int(obs.get("step", self.step_count))
+        if 200 <= t < 285:
+            cube = _obj(obs, "red cube")
+            for wp in self.waypoints["follower_left"][2:5]:
+                wp.pos = cube + [-0.035, 0.0, 0.0]
+
+
+class InsertionPolicy(ScriptedPolicy):
+    """Left arm lifts the socket, right arm the peg; they meet and the peg slides into the socket
+    until it touches the pin (final approach corrected from the observed peg/socket poses)."""
+
+    meet = np.array([0.0, 0.5, 0.15])
+
+    def plan(self, obs):
+        peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
+        rp, rR = self.home("follower_right")
+        lp, lR = self.home("follower_left")
+        # Straight-down grasps hold the thin peg and the socket walls over their full height, and
+        # keep both long axes horizontal when lifted.
+        down_r = pitched(np.array([-1.0, 0.0]), 90)
+        down_l = pitched(np.array([1.0, 0.0]), 90)
+        m = self.meet
+        right = [
+            Waypoint(0, rp, rR, 1.0),
+            Waypoint(90, peg + [0, 0, 0.1], down_r, 1.0),
+            Waypoint(130, peg + [0, 0, 0.02], down_r, 1.0),
+            Waypoint(150, peg + [0, 0, 0.02], down_r, 0.0),
+            Waypoint(170, peg + [0, 0, 0.06], down_r, 0.0),
+            Waypoint(240, m + [0.2, 0, 0], down_r, 0.0),
+            Waypoint(300, m + [0.13, 0, 0], down_r, 0.0),
+            Waypoint(360, m + [0.09, 0, 0], down_r, 0.0),
+        ]
+        left = [
+            Waypoint(0, lp, lR, 1.0),
+            Waypoint(90, socket + [0, 0, 0.1], down_l, 1.0),
+            Waypoint(130, socket + [0, 0, 0.01], down_l, 1.0),
+            Waypoint(150, socket + [0, 0, 0.01], down_l, 0.0),
+            Waypoint(170, socket + [0, 0, 0.06], down_l, 0.0),
+            Waypoint(240, m + [-0.1, 0, 0], down_l, 0.0),
+            Waypoint(360, m + [-0.1, 0, 0], down_l, 0.0),
+        ]
+        return {"follower_left": left, "follower_right": right}
+
+    def correct(self, obs):
+        # Servo the peg onto the socket's axis: shift the right arm's remaining waypoints by the
+        # observed offset between where the peg is and where it should be relative to the socket.
+        t = int(obs.get("step", self.step_count))
+        if t < 240:
+            return
+        peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
+        grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
+        offset = grasp - peg  # peg held at this offset from the grasp point
+        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.13, 0.093)):
+            wp.pos = socket + [dx, 0.0, 0.0] + offset
+
+
+class PlaceCubePolicy(ScriptedPolicy):
+    """Right arm picks the cube, carries it above the plate, lowers it and lets go."""
+
+    horizon = 350
+
+    def plan(self, obs):
+        cube, plate = _obj(obs, "red cube"), _obj(obs, "green plate")
+        rp, rR = self.home("follower_right")
+        lp, lR = self.home("follower_left")
+        pick = pitched(np.array([-1.0, 0.0]), 60)
+        place = cube * 0 + plate + [0, 0, 0.0]
+        right = [
+            Waypoint(0, rp, rR, 1.0),
+            Waypoint(80, cube + [0, 0, 0.08], pick, 1.0),
+            Waypoint(120, cube + [0, 0, 0.005], pick, 1.0),
+            Waypoint(140, cube + [0, 0, 0.005], pick, 0.0),
+            Waypoint(190, cube + [0, 0, 0.1], pick, 0.0),
+            Waypoint(250, place + [0, 0, 0.1], pick, 0.0),
+            Waypoint(280, place + [0, 0, 0.035], pick, 0.0),
+            Waypoint(300, place + [0, 0, 0.035], pick, 1.0),
+            Waypoint(340, place + [0.05, 0, 0.12], pick, 1.0),
+        ]
+        left = [Waypoint(0, lp, lR, 1.0)]
+        return {"follower_left": left, "follower_right": right}
+
+
+POLICIES = {"transfer_cube": TransferCubePolicy, "insertion": InsertionPolicy, "place_cube": PlaceCubePolicy}
+
+
+def make_scripted_policy(task: str) -> ScriptedPolicy:
+    if task not in POLICIES:
+        raise ValueError(f"no scripted policy for task {task!r}; choose one of {sorted(POLICIES)}")
+    return POLICIES[task](task)

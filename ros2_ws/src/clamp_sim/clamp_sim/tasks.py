@@ -1,0 +1,200 @@
+"""Simulated tasks: objects built from primitives, seeded initial poses, instructions, success detectors.
+
+Success is detected from contacts and poses every control step and latched for the episode (like
+gym-aloha's max reward), together with a coarse progress value in [0, 1] that the CLAMP text
+encoder can use. Object names are the words the instruction uses ("red cube", "green plate").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+# Contact parameters of gym-aloha's objects (soft, high-friction boxes that the fingers can hold).
+_OBJ = dict(condim=4, solimp=[2, 1, 0.01, 0.5, 2], solref=[0.01, 1], friction=[1, 0.005, 0.0001])
+_FINGERS = {
+    "left": ("vx300s_left/10_left_gripper_finger", "vx300s_left/10_right_gripper_finger"),
+    "right": ("vx300s_right/10_left_gripper_finger", "vx300s_right/10_right_gripper_finger"),
+}
+
+
+def _inertia(body, mass: float) -> None:
+    # gym-aloha's compiler only takes inertia from geom groups 4-5, so objects carry explicit
+    # inertials, with gym-aloha's values (0.002 is large for a 50 g cube but keeps grasps calm).
+    body.explicitinertial = True
+    body.mass = mass
+    body.inertia = [0.002, 0.002, 0.002]
+    body.ipos, body.iquat = [0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]  # MjSpec would copy the body pos here
+
+
+def _add_free_box(spec: mujoco.MjSpec, body: str, pos, geoms: list[tuple[str, list, list, list]], mass: float):
+    """A free body of box geoms (name, half-size, local pos, rgba)."""
+    b = spec.worldbody.add_body(name=body, pos=list(pos))
+    b.add_freejoint(name=f"{body}_joint")
+    _inertia(b, mass)
+    for name, size, gpos, rgba in geoms:
+        b.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=gpos, rgba=rgba, **_OBJ)
+    return b
+
+
+def contact_pairs(model: mujoco.MjModel, data: mujoco.MjData) -> set[tuple[str, str]]:
+    """Unordered geom-name pairs in contact (both orders present)."""
+    pairs = set()
+    for c in data.contact[: data.ncon]:
+        a, b = model.geom(c.geom1).name, model.geom(c.geom2).name
+        pairs.add((a, b))
+        pairs.add((b, a))
+    return pairs
+
+
+def _touch(pairs, geoms_a, geoms_b) -> bool:
+    return any((a, b) in pairs for a in geoms_a for b in geoms_b)
+
+
+@dataclass
+class Task:
+    name: str = ""
+    description: str = ""
+    objects: dict[str, str] = field(default_factory=dict)  # object name -> body name
+    succeeded: bool = False
+    progress: float = 0.0
+
+    def add_objects(self, spec: mujoco.MjSpec) -> None:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Body name -> xyz of the initial pose."""
+        raise NotImplementedError
+
+    def stage(self, pairs, model, data) -> float:
+        """Progress in [0, 1] of the current state; 1 means success."""
+        raise NotImplementedError
+
+    def reset(self, model, data, rng: np.random.Generator) -> None:
+        self.succeeded, self.progress = False, 0.0
+        for body, xyz in self.sample(rng).items():
+            adr = model.jnt_qposadr[model.joint(f"{body}_joint").id]
+            data.qpos[adr : adr + 7] = [*xyz, 1.0, 0.0, 0.0, 0.0]
+
+    def update(self, model, data) -> None:
+        p = self.stage(contact_pairs(model, data), model, data)
+        self.progress = max(self.progress, p)
+        self.succeeded = self.succeeded or p >= 1.0
+
+    def success(self, model, data) -> bool:
+        return self.succeeded
+
+    def object_pose(self, model, data, obj: str) -> np.ndarray:
+        """World pose (xyz, quat wxyz) of a task object by its name."""
+        b = model.body(self.objects[obj]).id
+        return np.concatenate([data.xpos[b], data.xquat[b]])
+
+    def object_positions(self, model, data) -> dict[str, list[float]]:
+        return {obj: [round(float(v), 4) for v in data.xpos[model.body(b).id]] for obj, b in self.objects.items()}
+
+
+class TransferCube(Task):
+    """gym-aloha's bimanual transfer: the right arm picks the cube and hands it to the left arm."""
+
+    def __init__(self) -> None:
+        super().__init__("transfer_cube", "pick up the red cube with the right arm and hand it over to the left arm",
+                         {"red cube": "red_cube"})
+
+    def add_objects(self, spec):
+        _add_free_box(spec, "red_cube", (0.1, 0.5, 0.02), [("red_box", [0.02] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05)
+
+    def sample(self, rng):
+        return {"red_cube": np.array([rng.uniform(0.0, 0.2), rng.uniform(0.4, 0.6), 0.02])}
+
+    def stage(self, pairs, model, data):
+        box = ("red_box",)
+        left, right = _touch(pairs, box, _FINGERS["left"]), _touch(pairs, box, _FINGERS["right"])
+        on_table = ("red_box", "table") in pairs
+        if left and not on_table:
+            return 1.0
+        if right and not on_table:
+            return 0.5  # lifted by the right arm
+        return 0.25 if right else 0.0
+
+
+class Insertion(Task):
+    """gym-aloha's peg insertion: left arm holds the socket, right arm inserts the peg until it touches the pin."""
+
+    SOCKET = ("socket-1", "socket-2", "socket-3", "socket-4")
+
+    def __init__(self) -> None:
+        super().__init__("insertion", "pick up the red peg and the blue socket and insert the peg into the socket",
+                         {"red peg": "red_peg", "blue socket": "blue_socket"})
+
+    def add_objects(self, spec):
+        _add_free_box(spec, "red_peg", (0.15, 0.5, 0.01), [("red_peg", [0.06, 0.01, 0.01], [0, 0, 0], [1, 0, 0, 1])],
+                      0.05)
+        blue, red = [0, 0, 1, 1], [1, 0, 0, 1]
+        _add_free_box(spec, "blue_socket", (-0.15, 0.5, 0.02), [
+            ("socket-1", [0.06, 0.018, 0.002], [0, 0, -0.018], blue),
+            ("socket-2", [0.06, 0.018, 0.002], [0, 0, 0.018], blue),
+            ("socket-3", [0.06, 0.002, 0.018], [0, 0.02, 0], blue),
+            ("socket-4", [0.06, 0.002, 0.018], [0, -0.02, 0], blue),
+            ("pin", [0.04, 0.01, 0.01], [0, 0, 0], red),
+        ], 0.05)
+
+    def sample(self, rng):
+        peg = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.4, 0.6), 0.01])
+        socket = np.array([rng.uniform(-0.2, -0.1), rng.uniform(0.4, 0.6), 0.02])
+        return {"red_peg": peg, "blue_socket": socket}
+
+    def stage(self, pairs, model, data):
+        peg = ("red_peg",)
+        if ("red_peg", "pin") in pairs:
+            return 1.0
+        held_peg = _touch(pairs, peg, _FINGERS["right"]) and ("red_peg", "table") not in pairs
+        held_socket = _touch(pairs, self.SOCKET, _FINGERS["left"]) and not _touch(pairs, self.SOCKET, ("table",))
+        if _touch(pairs, peg, self.SOCKET) and held_peg and held_socket:
+            return 0.75
+        return 0.25 * held_peg + 0.25 * held_socket
+
+
+class PlaceCube(Task):
+    """A CLAMP-style placement: the right arm puts the cube on the plate (and lets go)."""
+
+    PLATE_RADIUS = 0.07
+
+    def __init__(self) -> None:
+        super().__init__("place_cube", "put the red cube on the green plate",
+                         {"red cube": "red_cube", "green plate": "green_plate"})
+
+    def add_objects(self, spec):
+        _add_free_box(spec, "red_cube", (0.15, 0.5, 0.02), [("red_box", [0.02] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05)
+        plate = spec.worldbody.add_body(name="green_plate", pos=[-0.05, 0.5, 0.005])
+        plate.add_freejoint(name="green_plate_joint")
+        _inertia(plate, 0.3)
+        plate.add_geom(name="plate", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[self.PLATE_RADIUS, 0.005, 0],
+                       rgba=[0.1, 0.7, 0.2, 1], condim=4, friction=[1, 0.005, 0.0001])
+
+    def sample(self, rng):
+        cube = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.42, 0.6), 0.02])
+        plate = np.array([rng.uniform(-0.12, -0.02), rng.uniform(0.42, 0.6), 0.005])
+        return {"red_cube": cube, "green_plate": plate}
+
+    def stage(self, pairs, model, data):
+        box = ("red_box",)
+        held = _touch(pairs, box, _FINGERS["right"] + _FINGERS["left"])
+        cube = data.xpos[model.body("red_cube").id]
+        plate = data.xpos[model.body("green_plate").id]
+        on_plate = ("red_box", "plate") in pairs and np.linalg.norm(cube[:2] - plate[:2]) < self.PLATE_RADIUS
+        if on_plate and not held and ("red_box", "table") not in pairs:
+            return 1.0
+        if held and ("red_box", "table") not in pairs:
+            return 0.5
+        return 0.25 if held else 0.0
+
+
+TASKS = {"transfer_cube": TransferCube, "insertion": Insertion, "place_cube": PlaceCube}
+
+
+def make_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return TASKS[name]()
