@@ -11,7 +11,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config/profiles", glob("config/profiles/*.yaml")),
+        ("share/" + PACKAGE + "/config/xs_modes", glob("config/xs_modes/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
     ],
     install_requires=["setuptools"],
@@ -20,5 +21,13 @@ setup(
     maintainer_email="engineering@clamp-aloha.dev",
     description="ALOHA profiles, node graph, launch, arm driver, teleop, recorder, replay.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "arm_driver = clamp_bringup.arm_driver_node:main",
+            "teleop = clamp_bringup.teleop_node:main",
+            "recorder = clamp_bringup.recorder_node:main",
+            "replay = clamp_bringup.replay:main",
+            "run = clamp_bringup.run:main",
+        ]
+    },
 )

@@ -1,0 +1,239 @@
+"""Arm driver node: the single owner of the xs_sdk command topics (thin; logic in driver.py).
+
+Subscribes rig.JOINT_COMMAND_TOPIC (sensor_msgs/JointState, 14-D, gripper normalised) and the
+followers' joint states; publishes interbotix_xs_msgs JointGroupCommand ("arm") and
+JointSingleCommand ("gripper") per follower; calls xs_sdk's set_operating_modes / torque_enable
+services at startup (followers: arm position, gripper current_based_position + current limit;
+leaders: moved to the start pose, then torque off); moves smoothly to the start pose before
+accepting commands and to the sleep pose on shutdown (`go_to_sleep`). Publishes /diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from clamp_perception import rig
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+
+from clamp_bringup import profile as profiles
+from clamp_bringup.driver import ArmDriverCore, CommandError, SmoothMove, action_from_command, move_duration
+from clamp_bringup.ros_common import call_service, declare_profile, positions_by_name, spin_node, state14
+
+
+class ArmDriverNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop("node_name", "arm_driver"), **kwargs)
+        self.profile = declare_profile(self)
+        drv = self.profile["driver"]
+        self.rate_hz = float(self.declare_parameter("rate_hz", float(drv["rate_hz"])).value)
+        self.motor_setup = bool(self.declare_parameter("motor_setup", bool(drv["motor_setup"])).value)
+        self.service_timeout = float(self.declare_parameter("service_timeout_s", float(drv["service_timeout_s"])).value)
+        move_time = float(self.declare_parameter("move_time_s", float(drv["move_time_s"])).value)
+        self.leaders_to_start = bool(self.declare_parameter("leaders_to_start", bool(drv["leaders_to_start"])).value)
+        self.current_limit = int(drv["gripper_current_limit"])
+
+        self.followers = profiles.followers(self.profile)
+        self.leaders = profiles.leaders(self.profile) if self.leaders_to_start else ()
+        self.follower_gripper = profiles.gripper_calibration(self.profile, "follower")
+        self.leader_gripper = profiles.gripper_calibration(self.profile, "leader")
+        self.core = ArmDriverCore(
+            profiles.safety_limits(self.profile),
+            drv["start_pose"],
+            drv["sleep_pose"],
+            move_time_s=move_time,
+            rate_hz=self.rate_hz,
+            gripper=self.follower_gripper,
+        )
+        self._lock = threading.Lock()
+        self._latest: dict[str, dict[str, float]] = {}
+        self._last_cmd_time: float | None = None
+        self._sleeping = threading.Event()
+        self.startup_error: str | None = None
+
+        self._group_pub = {}
+        self._single_pub = {}
+        self._torque = {}
+        self._modes = {}
+        for arm in self.followers + self.leaders:
+            self._group_pub[arm] = self.create_publisher(JointGroupCommand, rig.joint_group_topic(arm), 10)
+            self._single_pub[arm] = self.create_publisher(JointSingleCommand, rig.joint_single_topic(arm), 10)
+            self._torque[arm] = self.create_client(TorqueEnable, rig.torque_enable_service(arm))
+            self._modes[arm] = self.create_client(OperatingModes, rig.operating_modes_service(arm))
+        for arm in self.followers + self.leaders:
+            self.create_subscription(JointState, rig.joint_states_topic(arm), self._on_joint_states(arm), 10)
+        self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
+        self.create_timer(1.0 / self.rate_hz, self._on_tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._startup = threading.Thread(target=self._startup_sequence, name="arm_driver_startup", daemon=True)
+        self._startup.start()
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _on_joint_states(self, arm: str):
+        def cb(msg: JointState) -> None:
+            with self._lock:
+                self._latest[arm] = positions_by_name(msg)
+                state = state14(self._latest, self.followers, self.follower_gripper)
+                if state is not None:
+                    self.core.on_measured(state)
+
+        return cb
+
+    def _on_command(self, msg: JointState) -> None:
+        try:
+            target = action_from_command(msg.name, msg.position)
+        except CommandError as exc:
+            self.get_logger().error(
+                f"ignoring joint command on {rig.JOINT_COMMAND_TOPIC}: {exc}", throttle_duration_sec=1.0
+            )
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._lock:
+            dt = None if self._last_cmd_time is None else now - self._last_cmd_time
+            self._last_cmd_time = now
+            cmd = self.core.command(target, dt)
+        if cmd is not None:
+            self._publish(cmd)
+
+    def _on_tick(self) -> None:
+        if self._sleeping.is_set():
+            return
+        with self._lock:
+            cmd = self.core.tick()
+        if cmd is not None:
+            self._publish(cmd)
+
+    # ---------------------------------------------------------------------------------- outputs
+    def _publish(self, cmd14: np.ndarray) -> None:
+        for c in self.core.xs_commands(cmd14):
+            self._send(c.arm, c.joints, c.gripper)
+
+    def _send(self, arm: str, joints, gripper_joint: float) -> None:
+        self._group_pub[arm].publish(JointGroupCommand(name=rig.ARM_GROUP, cmd=[float(v) for v in joints]))
+        self._single_pub[arm].publish(JointSingleCommand(name=rig.GRIPPER_NAME, cmd=float(gripper_joint)))
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            state, counts = self.core.state, self.core.limiter.counts_by_joint()
+            n_in, n_rej = self.core.commands_in, self.core.commands_rejected
+        level = DiagnosticStatus.ERROR if self.startup_error else DiagnosticStatus.OK
+        values = [KeyValue(key="state", value=state), KeyValue(key="commands", value=str(n_in))]
+        values.append(KeyValue(key="commands_ignored_not_ready", value=str(n_rej)))
+        values += [KeyValue(key=f"clamped_{k}", value=str(sum(v.values()))) for k, v in counts.items()]
+        status = DiagnosticStatus(
+            level=level, name="clamp_bringup/arm_driver", message=self.startup_error or state, values=values
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    # ---------------------------------------------------------------------------------- startup
+    def _wait_for_states(self, arms, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_log = time.monotonic()
+        while self.context.ok() and not self._sleeping.is_set():
+            with self._lock:
+                if all(a in self._latest for a in arms):
+                    return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if time.monotonic() - last_log > 5.0:
+                missing = [rig.joint_states_topic(a) for a in arms if a not in self._latest]
+                self.get_logger().warn(f"waiting for joint states on {missing}")
+                last_log = time.monotonic()
+            time.sleep(0.02)
+        return False
+
+    def _set_modes(self, arm: str, gripper_mode: str) -> None:
+        for cmd_type, name, mode in (("group", rig.ARM_GROUP, "position"), ("single", rig.GRIPPER_NAME, gripper_mode)):
+            req = OperatingModes.Request(cmd_type=cmd_type, name=name, mode=mode, profile_type="time")
+            call_service(self, self._modes[arm], req, self.service_timeout)
+
+    def _torque_on(self, arm: str, enable: bool) -> None:
+        req = TorqueEnable.Request(cmd_type="group", name="all", enable=enable)
+        call_service(self, self._torque[arm], req, self.service_timeout)
+
+    def _gripper_current_limit(self, arm: str) -> None:
+        try:  # RegisterValues exists in the real interbotix_xs_msgs (not in this machine's fixtures)
+            from interbotix_xs_msgs.srv import RegisterValues
+        except ImportError:
+            self.get_logger().info("interbotix_xs_msgs has no RegisterValues here: gripper current limit not set")
+            return
+        client = self.create_client(RegisterValues, f"/{arm}/set_motor_registers")
+        req = RegisterValues.Request(cmd_type="single", name=rig.GRIPPER_NAME, reg="Current_Limit")
+        req.value = self.current_limit
+        call_service(self, client, req, self.service_timeout)
+
+    def _startup_sequence(self) -> None:
+        try:
+            if not self._wait_for_states(self.followers):
+                return
+            if self.motor_setup:
+                for arm in self.followers:
+                    self._set_modes(arm, "current_based_position")
+                    self._gripper_current_limit(arm)
+                    self._torque_on(arm, True)
+                if self.leaders:
+                    self._leaders_to_start()
+            with self._lock:
+                duration = self.core.begin_start()
+            self.get_logger().info(f"moving followers to the start pose over {duration:.2f}s")
+        except Exception as exc:
+            self.startup_error = f"startup failed: {exc}"
+            self.get_logger().error(self.startup_error + " (the arms will not move; fix and restart the driver)")
+
+    def _leaders_to_start(self) -> None:
+        """ALOHA's opening: leaders in position mode, smooth move to the start pose, then torque off."""
+        if not self._wait_for_states(self.leaders, self.service_timeout):
+            raise TimeoutError(f"no joint states from leaders {self.leaders}")
+        for arm in self.leaders:
+            self._set_modes(arm, "position")
+            self._torque_on(arm, True)
+        with self._lock:
+            start = rig.state_from_joint_states(self._latest, self.leaders, self.leader_gripper)
+        goal = self.core.start_pose
+        move = SmoothMove(start, goal, move_duration(start, goal, self.core.limits.velocity, self.core.move_time_s))
+        self._run_move(move, self.leaders, self.leader_gripper)
+        for arm in self.leaders:
+            self._torque_on(arm, False)
+
+    def _run_move(self, move: SmoothMove, arms, gripper: rig.GripperCalibration) -> None:
+        dt = 1.0 / self.rate_hz
+        while not move.done and self.context.ok():
+            q = move.step(dt)
+            for i, arm in enumerate(arms):
+                self._send(arm, q[7 * i : 7 * i + 6], float(gripper.joint(q[7 * i + 6])))
+            time.sleep(dt)
+
+    # --------------------------------------------------------------------------------- shutdown
+    def go_to_sleep(self, timeout: float = 15.0) -> bool:
+        """Move the followers smoothly to the sleep pose (blocking; wall-clock paced). True when done."""
+        self._sleeping.set()
+        with self._lock:
+            if self.core.measured is None:
+                return False
+            self.core.begin_sleep()
+        dt = 1.0 / self.rate_hz
+        deadline = time.monotonic() + timeout
+        while self.context.ok() and time.monotonic() < deadline:
+            with self._lock:
+                cmd = self.core.tick()
+            if cmd is None:
+                return self.core.state == "asleep"
+            self._publish(cmd)
+            time.sleep(dt)
+        return False
+
+
+def main(args=None) -> None:
+    spin_node(ArmDriverNode, args, on_shutdown=lambda node: node.go_to_sleep())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The one description of the node graph, built from a profile. ROS-free (no rclpy, no launch).
+
+`build_graph(profile, mode)` returns a `Graph` of
+
+- `NodeSpec`: one ROS node (package, executable, name, namespace, parameters, remappings). The clamp
+  nodes also name their Python class (`module:cls`) so the in-process runner can start them;
+- `IncludeSpec`: another package's launch file with arguments (Interbotix xsarm_control per arm).
+
+launch/*.launch.py turn a Graph into launch_ros actions (`to_launch_description`); run.py starts
+its clamp nodes in one process. Both read only this, so what is tested here is what launches.
+
+Modes: ``policy`` (arms + cameras + perception + inference + chunk executor + driver),
+``teleop`` (arms + cameras + driver + teleop), ``record`` (teleop + recorder), ``arms`` (arms +
+driver only). Hardware profiles start xs_sdk / realsense2_camera / static TF; sim profiles start
+clamp_sim instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clamp_perception import rig
+
+from clamp_bringup.profile import config_dir, followers, leaders, load_profile
+
+MODES = ("policy", "teleop", "record", "arms")
+
+# The clamp nodes: name -> (package, console script, module, class)
+CLAMP_NODES: dict[str, tuple[str, str, str, str]] = {
+    "sim": ("clamp_sim", "sim_node", "clamp_sim.node", "SimNode"),
+    "perception": ("clamp_perception", "perception_node", "clamp_perception.node", "PerceptionNode"),
+    "inference": ("clamp_policy", "inference_node", "clamp_policy.inference_node", "InferenceNode"),
+    "chunk_executor": ("clamp_policy", "chunk_executor", "clamp_policy.executor_node", "ChunkExecutorNode"),
+    "arm_driver": ("clamp_bringup", "arm_driver", "clamp_bringup.arm_driver_node", "ArmDriverNode"),
+    "teleop": ("clamp_bringup", "teleop", "clamp_bringup.teleop_node", "TeleopNode"),
+    "recorder": ("clamp_bringup", "recorder", "clamp_bringup.recorder_node", "RecorderNode"),
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    package: str
+    executable: str
+    namespace: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    arguments: tuple[str, ...] = ()
+    module: str | None = None  # Python module of a clamp node (in-process runnable)
+    cls: str | None = None
+    hardware: bool = False  # needs the robot (drivers from apt/robot image)
+
+    @property
+    def in_process(self) -> bool:
+        return self.module is not None
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    name: str
+    package: str
+    launch_file: str  # relative to the package's share dir
+    arguments: dict[str, str] = field(default_factory=dict)
+    hardware: bool = True
+
+
+@dataclass
+class Graph:
+    profile: dict
+    mode: str
+    nodes: list[NodeSpec]
+    includes: list[IncludeSpec]
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node {name!r} in the {self.mode} graph; nodes: {[n.name for n in self.nodes]}")
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+
+def _clamp(key: str, params: dict) -> NodeSpec:
+    package, exe, module, cls = CLAMP_NODES[key]
+    return NodeSpec(name=key, package=package, executable=exe, parameters=params, module=module, cls=cls)
+
+
+def _static_tf(name: str, parent: str, child: str, xyz, rpy) -> NodeSpec:
+    """tf2_ros static_transform_publisher with the named-argument CLI (Humble and later)."""
+    x, y, z = (float(v) for v in xyz)
+    roll, pitch, yaw = (float(v) for v in rpy)
+    args = ("--x", x, "--y", y, "--z", z, "--roll", roll, "--pitch", pitch, "--yaw", yaw)
+    args += ("--frame-id", parent, "--child-frame-id", child)
+    return NodeSpec(
+        name=name,
+        package="tf2_ros",
+        executable="static_transform_publisher",
+        arguments=tuple(str(a) for a in args),
+        hardware=True,
+    )
+
+
+def _profile_str(profile: list[int] | tuple[int, ...]) -> str:
+    w, h, fps = (int(v) for v in profile)
+    return f"{w}x{h}x{fps}"
+
+
+def realsense_spec(cam: str, spec: dict) -> NodeSpec:
+    """realsense2_camera (4.51+) for one D405: distinct camera_name, aligned depth, remapped to rig topics."""
+    name = spec["camera_name"]
+    params = {
+        "serial_no": str(spec["serial"]),
+        "camera_name": name,
+        "camera_namespace": cam,
+        "enable_color": True,
+        "enable_depth": True,
+        "enable_infra1": False,
+        "enable_infra2": False,
+        "align_depth.enable": bool(spec.get("align_depth", True)),
+        "pointcloud.enable": False,
+        "publish_tf": True,
+        # the D405 streams colour from its depth module
+        "depth_module.depth_profile": _profile_str(spec["depth_profile"]),
+        "depth_module.color_profile": _profile_str(spec["color_profile"]),
+        "rgb_camera.color_profile": _profile_str(spec["color_profile"]),
+    }
+    color, depth = rig.color_topic(cam), rig.depth_topic(cam)
+    remaps = (
+        ("~/color/image_rect_raw", color),
+        ("~/color/camera_info", rig.camera_info_topic(color)),
+        ("~/aligned_depth_to_color/image_raw", depth),
+        ("~/aligned_depth_to_color/camera_info", rig.camera_info_topic(depth)),
+    )
+    return NodeSpec(
+        name=name,
+        namespace=cam,
+        package="realsense2_camera",
+        executable="realsense2_camera_node",
+        parameters=params,
+        remappings=remaps,
+        hardware=True,
+    )
+
+
+def xsarm_include(arm: str, spec: dict) -> IncludeSpec:
+    """Interbotix xs_sdk + robot_state_publisher for one arm (interbotix_xsarm_control)."""
+    modes = config_dir() / "xs_modes" / ("follower_modes.yaml" if spec["role"] == "follower" else "leader_modes.yaml")
+    args = {
+        "robot_model": str(spec.get("robot_model", "vx300s" if spec["role"] == "follower" else "wx250s")),
+        "robot_name": arm,
+        "base_link_frame": "base_link",
+        "use_world_frame": "false",
+        "use_rviz": "false",
+        "mode_configs": str(modes),
+    }
+    if spec.get("motor_configs"):
+        args["motor_configs"] = str(spec["motor_configs"])
+    return IncludeSpec(
+        name=f"xsarm_{arm}",
+        package="interbotix_xsarm_control",
+        launch_file="launch/xsarm_control.launch.py",
+        arguments=args,
+    )
+
+
+def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
+    """The node graph of `profile` (a loaded profile or its name/path) in `mode`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; modes: {MODES}")
+    prof = profile if isinstance(profile, dict) and "path" in profile else load_profile(profile)
+    common = {"use_sim_time": bool(prof["use_sim_time"])}
+    if prof.get("path"):
+        common["profile"] = prof["path"]
+    nodes: list[NodeSpec] = []
+    includes: list[IncludeSpec] = []
+
+    if prof["hardware"]:
+        needed = followers(prof) + (leaders(prof) if mode in ("teleop", "record") else ())
+        for arm in needed:
+            spec = prof["arms"][arm]
+            includes.append(xsarm_include(arm, spec))
+            base = spec.get("base")
+            if base:
+                nodes.append(_static_tf(f"tf_{arm}_base", base["parent"], f"{arm}/base_link", base["xyz"], base["rpy"]))
+        if mode != "arms":
+            for cam, spec in prof["cameras"].items():
+                nodes.append(realsense_spec(cam, spec))
+                m = spec["mount"]
+                nodes.append(
+                    _static_tf(f"tf_{cam}_mount", m["parent"], f"{spec['camera_name']}_link", m["xyz"], m["rpy"])
+                )
+    else:
+        sim = prof["sim"]
+        nodes.append(_clamp("sim", {**common, **{k: v for k, v in sim.items() if k != "image_size"}}))
+
+    nodes.append(_clamp("arm_driver", dict(common)))
+    if mode == "policy":
+        nodes.append(_clamp("perception", dict(common)))
+        policy = {**common}
+        if prof["policy"].get("checkpoint"):
+            policy["checkpoint"] = str(prof["policy"]["checkpoint"])
+        nodes.append(_clamp("inference", policy))
+        nodes.append(_clamp("chunk_executor", dict(common)))
+    if mode in ("teleop", "record"):
+        nodes.append(_clamp("teleop", dict(common)))
+    if mode == "record":
+        nodes.append(_clamp("recorder", dict(common)))
+
+    names = [n.name for n in nodes]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"duplicate node names {sorted(dup)} in the {mode} graph")
+    return Graph(prof, mode, nodes, includes)
+
+
+def recorded_topics(profile: dict) -> dict[str, str]:
+    """Topic -> message type that the recorder writes for this profile (the episode bag schema)."""
+    topics: dict[str, str] = {}
+    for arm in followers(profile) + leaders(profile):
+        topics[rig.joint_states_topic(arm)] = "sensor_msgs/msg/JointState"
+    for cam in profile["cameras"]:
+        for image in (rig.color_topic(cam), rig.depth_topic(cam)):
+            topics[image] = "sensor_msgs/msg/Image"
+            topics[rig.camera_info_topic(image)] = "sensor_msgs/msg/CameraInfo"
+    topics["/tf"] = "tf2_msgs/msg/TFMessage"
+    topics["/tf_static"] = "tf2_msgs/msg/TFMessage"
+    topics[rig.TASK_TOPIC] = "std_msgs/msg/String"
+    return topics
+
+
+def expected_rates(profile: dict) -> dict[str, float]:
+    """Topic -> Hz the recorder should see (joint states at the control rate, cameras at their fps)."""
+    rates: dict[str, float] = {}
+    for arm in followers(profile) + leaders(profile):
+        rates[rig.joint_states_topic(arm)] = float(profile["driver"]["rate_hz"])
+    for cam, spec in profile["cameras"].items():
+        fps = float(spec.get("color_profile", (0, 0, 30))[2])
+        for image in (rig.color_topic(cam), rig.depth_topic(cam)):
+            rates[image] = fps
+    return rates
+
+
+# --------------------------------------------------------------------------------- launch adapter
+def to_launch_description(graph: Graph, launch_api: dict | None = None):
+    """launch.LaunchDescription for `graph` (imports launch/launch_ros only here, i.e. on the robot).
+
+    `launch_api` may supply the classes by name (LaunchDescription, Node, IncludeLaunchDescription,
+    PythonLaunchDescriptionSource, get_package_share_directory); by default they are imported.
+    """
+    api = dict(launch_api or {})
+    if not api:
+        from ament_index_python.packages import get_package_share_directory
+        from launch import LaunchDescription
+        from launch.actions import IncludeLaunchDescription
+        from launch.launch_description_sources import PythonLaunchDescriptionSource
+        from launch_ros.actions import Node
+
+        api = {
+            "LaunchDescription": LaunchDescription,
+            "Node": Node,
+            "IncludeLaunchDescription": IncludeLaunchDescription,
+            "PythonLaunchDescriptionSource": PythonLaunchDescriptionSource,
+            "get_package_share_directory": get_package_share_directory,
+        }
+    actions = []
+    for inc in graph.includes:
+        share = api["get_package_share_directory"](inc.package)
+        source = api["PythonLaunchDescriptionSource"](f"{share}/{inc.launch_file}")
+        actions.append(api["IncludeLaunchDescription"](source, launch_arguments=list(inc.arguments.items())))
+    for n in graph.nodes:
+        kwargs: dict[str, Any] = {
+            "package": n.package,
+            "executable": n.executable,
+            "name": n.name,
+            "output": "screen",
+        }
+        if n.namespace:
+            kwargs["namespace"] = n.namespace
+        if n.parameters:
+            kwargs["parameters"] = [dict(n.parameters)]
+        if n.remappings:
+            kwargs["remappings"] = list(n.remappings)
+        if n.arguments:
+            kwargs["arguments"] = list(n.arguments)
+        actions.append(api["Node"](**kwargs))
+    return api["LaunchDescription"](actions)
+
+
+def launch_description(default_profile: str, mode: str):
+    """What every launch/*.launch.py returns: `profile:=` and `mode:=` arguments, then the graph."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+
+    def setup(context):
+        graph = build_graph(
+            LaunchConfiguration("profile").perform(context), LaunchConfiguration("mode").perform(context)
+        )
+        return list(to_launch_description(graph).entities)
+
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("profile", default_value=default_profile, description="config/profiles name or path"),
+            DeclareLaunchArgument("mode", default_value=mode, description=f"one of {MODES}"),
+            OpaqueFunction(function=setup),
+        ]
+    )

@@ -1,0 +1,209 @@
+"""Robot profiles (config/profiles/<name>.yaml): load, fill defaults, validate. ROS-free.
+
+A profile is the single source of truth for one robot: arms, cameras (serials, stream profiles,
+mounts), gripper calibration, limits, and the settings of the driver, teleop and recorder. The
+node graph (graph.py), the launch files, the in-process runner and every clamp_bringup node read it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from clamp_perception import rig
+
+PACKAGE = "clamp_bringup"
+TOP_LEVEL_KEYS = {
+    "name",
+    "use_sim_time",
+    "hardware",
+    "arms",
+    "cameras",
+    "camera_defaults",
+    "grippers",
+    "limits",
+    "sim",
+    "driver",
+    "teleop",
+    "recorder",
+    "perception",
+    "policy",
+}
+REQUIRED_KEYS = ("name", "arms", "cameras", "driver")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the key and the fix."""
+
+
+def config_dir() -> Path:
+    """config/ of this package: the source tree (symlink install) or the installed share dir."""
+    here = Path(__file__).resolve().parent.parent / "config"
+    if (here / "profiles").is_dir():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / "config"
+    except Exception as exc:
+        raise ProfileError(f"cannot find {PACKAGE}/config; build the workspace (make setup)") from exc
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "profiles").glob("*.yaml"))
+
+
+def resolve_profile_path(name_or_path: str | os.PathLike) -> Path:
+    """'sim' -> config/profiles/sim.yaml; a path to a .yaml is taken as is."""
+    s = str(name_or_path)
+    if s.endswith((".yaml", ".yml")) or os.sep in s:
+        path = Path(s).expanduser()
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+        return path
+    path = config_dir() / "profiles" / f"{s}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"unknown profile {s!r}; available: {profile_names()} (or give a path to a .yaml)")
+    return path
+
+
+def load_profile(name_or_path: str | os.PathLike | dict) -> dict:
+    """Load and validate a profile; returns a plain dict with `path` set to its file (or None)."""
+    if isinstance(name_or_path, dict):
+        raw, path = copy.deepcopy(name_or_path), None
+    else:
+        path = resolve_profile_path(name_or_path)
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+        if not isinstance(raw, dict):
+            raise ProfileError(f"{path}: a profile is a YAML mapping, got {type(raw).__name__}")
+    prof = validate_profile(raw, str(path) if path else "<dict>")
+    prof["path"] = str(path) if path else None
+    return prof
+
+
+def _vec14(value: Any, where: str) -> list[float]:
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != (rig.ACTION_DIM,) or not np.all(np.isfinite(arr)):
+        raise ProfileError(f"{where}: expected {rig.ACTION_DIM} finite numbers in rig.ACTION_NAMES order")
+    return arr.tolist()
+
+
+def validate_profile(raw: dict, where: str = "<profile>") -> dict:
+    prof = copy.deepcopy(raw)
+    unknown = sorted(set(prof) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise ProfileError(f"{where}: unknown top-level key(s) {unknown}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in prof]
+    if missing:
+        raise ProfileError(f"{where}: missing key(s) {missing}")
+    prof.setdefault("use_sim_time", False)
+    prof.setdefault("hardware", False)
+    for key in ("camera_defaults", "grippers", "limits", "sim", "teleop", "recorder", "perception", "policy"):
+        prof[key] = dict(prof.get(key) or {})
+
+    arms = prof["arms"] = dict(prof["arms"] or {})
+    for arm, spec in arms.items():
+        spec = arms[arm] = dict(spec or {})
+        expected = "follower" if arm in rig.FOLLOWERS else "leader" if arm in rig.LEADERS else None
+        if expected is None:
+            raise ProfileError(f"{where}: arm {arm!r} is not a rig arm {rig.FOLLOWERS + rig.LEADERS}")
+        if spec.setdefault("role", expected) != expected:
+            raise ProfileError(f"{where}: arm {arm} must have role {expected!r}, not {spec['role']!r}")
+    if not all(a in arms for a in rig.FOLLOWERS):
+        raise ProfileError(f"{where}: both followers {rig.FOLLOWERS} are required under arms")
+
+    cams = prof["cameras"] = dict(prof["cameras"] or {})
+    serials = []
+    for cam, spec in cams.items():
+        if cam not in rig.CAMERAS:
+            raise ProfileError(f"{where}: camera {cam!r} is not a rig camera {rig.CAMERAS}")
+        spec = cams[cam] = {**prof["camera_defaults"], **dict(spec or {})}
+        spec.setdefault("camera_name", cam)  # distinct per camera: realsense frames are <camera_name>_*
+        if prof["hardware"]:
+            if not str(spec.get("serial", "")).strip():
+                raise ProfileError(f"{where}: camera {cam} needs a serial (rs-enumerate-devices -s)")
+            serials.append(str(spec["serial"]))
+            if "mount" not in spec:
+                raise ProfileError(f"{where}: camera {cam} needs a calibrated mount {{parent, xyz, rpy}}")
+        for key in ("color_profile", "depth_profile"):
+            if key in spec and (len(spec[key]) != 3 or any(int(v) <= 0 for v in spec[key])):
+                raise ProfileError(f"{where}: cameras.{cam}.{key} must be [width, height, fps]")
+    if len(set(serials)) != len(serials):
+        raise ProfileError(f"{where}: camera serials must be distinct, got {serials}")
+    names = [c["camera_name"] for c in cams.values()]
+    if len(set(names)) != len(names):
+        raise ProfileError(f"{where}: camera_name must differ per camera (TF frames would collide): {names}")
+
+    g = prof["grippers"]
+    for who, default in (("follower", rig.FOLLOWER_GRIPPER), ("leader", rig.LEADER_GRIPPER)):
+        cal = g[who] = dict(g.get(who) or {"closed": default.closed, "open": default.open})
+        if float(cal["closed"]) == float(cal["open"]):
+            raise ProfileError(f"{where}: grippers.{who}: closed and open must differ")
+
+    drv = prof["driver"] = dict(prof["driver"] or {})
+    drv.setdefault("rate_hz", rig.CONTROL_HZ)
+    drv.setdefault("motor_setup", True)
+    drv.setdefault("service_timeout_s", 10.0)
+    drv.setdefault("gripper_current_limit", 300)
+    drv.setdefault("move_time_s", 2.0)
+    drv.setdefault("leaders_to_start", False)
+    for key in ("start_pose", "sleep_pose"):
+        if key not in drv:
+            raise ProfileError(f"{where}: driver.{key} is required (14 numbers, rig.ACTION_NAMES order)")
+        drv[key] = _vec14(drv[key], f"{where}: driver.{key}")
+
+    from clamp_policy.safety import SafetyConfigError, SafetyLimits
+
+    try:
+        limits = SafetyLimits.from_profile(prof["limits"])
+    except SafetyConfigError as exc:
+        raise ProfileError(f"{where}: limits: {exc}") from exc
+    for key in ("start_pose", "sleep_pose"):
+        pose = np.asarray(drv[key])
+        bad = [rig.ACTION_NAMES[i] for i in np.flatnonzero((pose < limits.lower) | (pose > limits.upper))]
+        if bad:
+            raise ProfileError(f"{where}: driver.{key} is outside the joint limits for {bad}")
+
+    tel = prof["teleop"]
+    tel.setdefault("rate_hz", rig.CONTROL_HZ)
+    tel.setdefault("start_gesture", True)
+    tel.setdefault("gesture_threshold", 0.15)
+    tel.setdefault("gesture_hold_s", 0.3)
+
+    rec = prof["recorder"]
+    rec.setdefault("out_dir", "~/clamp_episodes")
+    rec.setdefault("min_free_gb", 1.0)
+    rec.setdefault("flush_interval_s", 0.5)
+    rec.setdefault("min_control_hz", 45.0)
+    rec.setdefault("gesture", True)
+    rec.setdefault("gesture_threshold", 0.15)
+    rec.setdefault("gesture_hold_s", 1.5)
+    rec.setdefault("task", "")
+    rec.setdefault("source", "teleop")
+    rec.setdefault("action_source", "leader_joint_states/leader_gripper")
+    return prof
+
+
+def safety_limits(profile: dict):
+    """clamp_policy.safety.SafetyLimits of this profile."""
+    from clamp_policy.safety import SafetyLimits
+
+    return SafetyLimits.from_profile(profile["limits"])
+
+
+def gripper_calibration(profile: dict, who: str) -> rig.GripperCalibration:
+    cal = profile["grippers"][who]
+    return rig.GripperCalibration(closed=float(cal["closed"]), open=float(cal["open"]))
+
+
+def followers(profile: dict) -> tuple[str, ...]:
+    return tuple(a for a in rig.FOLLOWERS if a in profile["arms"])
+
+
+def leaders(profile: dict) -> tuple[str, ...]:
+    return tuple(a for a in rig.LEADERS if a in profile["arms"])

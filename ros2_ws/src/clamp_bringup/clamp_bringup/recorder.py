@@ -1,0 +1,142 @@
+"""Episode recorder logic (ROS-free): stream statistics, dropped frames, episode quality flags, naming.
+
+The node hands every message to `Episode.add(topic, msgtype, cdr, now_ns)`; bag timestamps are the
+node clock at receipt (sim time under clamp_sim), forced non-decreasing so file order = time order.
+Dropped frames are gaps in the header stamps of image streams longer than 1.5 frame periods.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clamp_perception.episode_bag import EpisodeWriter, disk_free_bytes
+
+FLAG_SLOW_CONTROL = "control_below_min_hz"
+FLAG_DROPPED = "dropped_frames"
+FLAG_DISK = "stopped_disk_low"
+FLAG_INTERRUPTED = "interrupted"
+
+
+def header_stamp_ns(cdr: bytes | memoryview) -> int | None:
+    """Stamp of a message that starts with std_msgs/Header (Image, JointState, CameraInfo...)."""
+    if len(cdr) < 12:
+        return None
+    little = bool(cdr[1])
+    sec, nsec = struct.unpack_from("<iI" if little else ">iI", cdr, 4)
+    return sec * 1_000_000_000 + nsec
+
+
+@dataclass
+class StreamStats:
+    """Header-stamp gaps of one image stream -> dropped frame count."""
+
+    fps: float
+    count: int = 0
+    dropped: int = 0
+    last_stamp: int | None = None
+
+    def add(self, stamp_ns: int | None) -> None:
+        self.count += 1
+        if stamp_ns is None or self.fps <= 0:
+            return
+        if self.last_stamp is not None and stamp_ns > self.last_stamp:
+            periods = (stamp_ns - self.last_stamp) * self.fps / 1e9
+            if periods > 1.5:
+                self.dropped += int(round(periods)) - 1
+        self.last_stamp = stamp_ns if self.last_stamp is None else max(stamp_ns, self.last_stamp)
+
+
+@dataclass
+class RateCounter:
+    first_ns: int | None = None
+    last_ns: int | None = None
+    count: int = 0
+
+    def add(self, t_ns: int) -> None:
+        self.count += 1
+        self.first_ns = t_ns if self.first_ns is None else self.first_ns
+        self.last_ns = t_ns
+
+    @property
+    def hz(self) -> float | None:
+        if self.count < 2 or self.last_ns is None or self.last_ns <= self.first_ns:
+            return None
+        return (self.count - 1) * 1e9 / (self.last_ns - self.first_ns)
+
+
+def episode_dir(out_dir: str | Path, now: _dt.datetime | None = None) -> Path:
+    """out_dir/episode_YYYYmmdd_HHMMSS[_n]: a new, unused directory name."""
+    out = Path(out_dir).expanduser()
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d_%H%M%S")
+    path, n = out / f"episode_{stamp}", 1
+    while path.exists():
+        path, n = out / f"episode_{stamp}_{n}", n + 1
+    return path
+
+
+class DiskTooFull(RuntimeError):
+    pass
+
+
+def check_disk(out_dir: str | Path, min_free_gb: float) -> float:
+    """Free GB under out_dir; raises DiskTooFull below `min_free_gb` (the message says what to do)."""
+    free = disk_free_bytes(Path(out_dir).expanduser()) / 1e9
+    if free < min_free_gb:
+        raise DiskTooFull(
+            f"only {free:.2f} GB free under {out_dir} (< min_free_gb {min_free_gb}); free space or set "
+            "recorder.out_dir to a larger disk"
+        )
+    return free
+
+
+@dataclass
+class Episode:
+    """One recording: the writer plus the statistics that go into episode.yaml."""
+
+    writer: EpisodeWriter
+    expected_rates: dict[str, float]
+    control_topic: str | None = None
+    min_control_hz: float = 45.0
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    control: RateCounter = field(default_factory=RateCounter)
+    _last_ns: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, topic: str, msgtype: str, cdr: bytes, now_ns: int) -> None:
+        with self._lock:
+            t = max(int(now_ns), self._last_ns)  # non-decreasing bag time
+            self._last_ns = t
+            if msgtype == "sensor_msgs/msg/Image" and topic in self.expected_rates:
+                stats = self.streams.setdefault(topic, StreamStats(self.expected_rates[topic]))
+                stats.add(header_stamp_ns(cdr))
+            self.writer.write_raw(topic, msgtype, t, cdr)
+
+    def tick_control(self, now_ns: int) -> None:
+        """One control-loop command seen (e.g. on rig.JOINT_COMMAND_TOPIC)."""
+        with self._lock:
+            self.control.add(int(now_ns))
+
+    def quality(self, joint_state_topics: list[str]) -> dict:
+        """Measured rates, dropped frames, control rate and flags for the metadata."""
+        rates = self.writer.measured_rates()
+        control_hz = self.control.hz
+        if control_hz is None:  # no commands seen: the slowest follower joint-state stream
+            js = [rates[t] for t in joint_state_topics if t in rates]
+            control_hz = min(js) if js else None
+        dropped = {t: s.dropped for t, s in self.streams.items()}
+        flags = []
+        if control_hz is not None and control_hz < self.min_control_hz:
+            flags.append(FLAG_SLOW_CONTROL)
+        if any(dropped.values()):
+            flags.append(FLAG_DROPPED)
+        return {
+            "rates": rates,
+            "expected_rates": dict(self.expected_rates),
+            "dropped_frames": dropped,
+            "control_hz": control_hz,
+            "flags": flags,
+        }

@@ -1,0 +1,250 @@
+"""Episode recorder node: one MCAP bag per episode via clamp_perception.episode_bag (thin node).
+
+Services (std_srvs/Trigger): ~/start, ~/stop (success unknown), ~/stop_success, ~/stop_failure,
+~/discard. Gesture: both leader grippers held squeezed for recorder.gesture_hold_s starts an
+episode, and stops it when one is running. Messages are taken serialised (raw subscriptions) and
+written unchanged; /tf_static, the task and the camera_infos seen before the start are written
+at the start so every bag stands alone. Flushed every flush_interval_s: a crash or kill loses at
+most that tail. Refuses to start (and stops) when the disk is nearly full. Status on /diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from clamp_perception import rig
+from clamp_perception.episode_bag import EpisodeWriter
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+
+from clamp_bringup import profile as profiles
+from clamp_bringup.graph import expected_rates, recorded_topics
+from clamp_bringup.recorder import (
+    FLAG_DISK,
+    FLAG_INTERRUPTED,
+    DiskTooFull,
+    Episode,
+    check_disk,
+    episode_dir,
+)
+from clamp_bringup.ros_common import declare_profile, msg_class, positions_by_name, spin_node
+from clamp_bringup.teleop import GripperGesture
+
+LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SENSOR = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable and best-effort pubs
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class RecorderNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop("node_name", "recorder"), **kwargs)
+        self.profile = declare_profile(self)
+        rec = self.profile["recorder"]
+        self.out_dir = Path(self.declare_parameter("out_dir", str(rec["out_dir"])).value).expanduser()
+        self.task = str(self.declare_parameter("task", str(rec["task"])).value)
+        self.min_free_gb = float(self.declare_parameter("min_free_gb", float(rec["min_free_gb"])).value)
+        self.flush_interval = float(self.declare_parameter("flush_interval_s", float(rec["flush_interval_s"])).value)
+        self.min_control_hz = float(self.declare_parameter("min_control_hz", float(rec["min_control_hz"])).value)
+        self.source = str(self.declare_parameter("source", str(rec["source"])).value)
+        self.action_source = str(self.declare_parameter("action_source", str(rec["action_source"])).value)
+        self.use_gesture = bool(self.declare_parameter("gesture", bool(rec["gesture"])).value)
+        self.gesture = GripperGesture(float(rec["gesture_threshold"]), float(rec["gesture_hold_s"]))
+        self.leader_gripper = profiles.gripper_calibration(self.profile, "leader")
+
+        self.topics = recorded_topics(self.profile)
+        self.expected = expected_rates(self.profile)
+        self._lock = threading.Lock()
+        self.episode: Episode | None = None
+        self.last_episode: dict | None = None  # {"path", "metadata"} of the last closed episode
+        self._latched: dict[str, list[tuple[str, bytes]]] = {"/tf_static": [], rig.TASK_TOPIC: []}
+        self._infos: dict[str, tuple[str, bytes]] = {}
+        self._leaders: dict[str, dict[str, float]] = {}
+
+        for topic, msgtype in self.topics.items():
+            if topic == "/tf_static":
+                qos = LATCHED
+            elif msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"):
+                qos = SENSOR
+            else:
+                qos = RELIABLE
+            self.create_subscription(msg_class(msgtype), topic, self._on_raw(topic, msgtype), qos, raw=True)
+        for arm in profiles.leaders(self.profile):
+            self.create_subscription(JointState, rig.joint_states_topic(arm), self._on_leader(arm), 10)
+        self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
+
+        for name, cb in (
+            ("start", self._srv_start),
+            ("stop", self._srv_stop(None)),
+            ("stop_success", self._srv_stop(True)),
+            ("stop_failure", self._srv_stop(False)),
+            ("discard", self._srv_discard),
+        ):
+            self.create_service(Trigger, f"~/{name}", cb)
+        self._diag = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
+        # Wall-clock timers: flushing and disk checks must go on even if /clock stalls.
+        from rclpy.clock import Clock, ClockType
+
+        wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.flush_interval, self._on_flush, clock=wall)
+        self.create_timer(1.0, self._on_status, clock=wall)
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_raw(self, topic: str, msgtype: str):
+        def cb(data: bytes) -> None:
+            if topic in self._latched:
+                with self._lock:
+                    keep = self._latched[topic]
+                    if (msgtype, data) not in keep:
+                        keep.append((msgtype, data))
+                    del keep[:-20]
+            elif msgtype == "sensor_msgs/msg/CameraInfo":
+                self._infos[topic] = (msgtype, data)
+            ep = self.episode
+            if ep is not None:
+                try:
+                    ep.add(topic, msgtype, data, self._now_ns())
+                except Exception as exc:
+                    if not ep.writer.closed:
+                        self.get_logger().error(f"writing {topic} failed: {exc}")
+
+        return cb
+
+    def _on_command(self, msg: JointState) -> None:
+        ep = self.episode
+        if ep is not None:
+            ep.tick_control(self._now_ns())
+
+    def _on_leader(self, arm: str):
+        def cb(msg: JointState) -> None:
+            self._leaders[arm] = positions_by_name(msg)
+            if not self.use_gesture or len(self._leaders) < 2:
+                return
+            try:
+                left, right = (float(self.leader_gripper.normalise(self._leaders[a]["gripper"])) for a in rig.LEADERS)
+            except KeyError:
+                return
+            if self.gesture.update(self._now_ns() * 1e-9, left, right):
+                if self.episode is None:
+                    self.start_episode()
+                else:
+                    self.stop_episode()
+
+        return cb
+
+    # --------------------------------------------------------------------------------- episodes
+    def start_episode(self) -> tuple[bool, str]:
+        with self._lock:
+            if self.episode is not None:
+                return False, f"already recording {self.episode.writer.bag_dir}"
+            try:
+                check_disk(self.out_dir, self.min_free_gb)
+            except DiskTooFull as exc:
+                self.get_logger().error(f"not starting an episode: {exc}")
+                return False, str(exc)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = episode_dir(self.out_dir)
+            meta = {
+                "task": self.task,
+                "source": self.source,
+                "action_source": self.action_source,
+                "expected_rates": self.expected,
+                "extras": {"profile": self.profile["name"], "recorder": self.get_fully_qualified_name()},
+            }
+            writer = EpisodeWriter(path, meta, flush_interval_s=self.flush_interval)
+            ep = Episode(writer, self.expected, min_control_hz=self.min_control_hz)
+            now = self._now_ns()
+            for topic, items in self._latched.items():
+                for msgtype, data in items:
+                    ep.add(topic, msgtype, data, now)
+            for topic, (msgtype, data) in self._infos.items():
+                ep.add(topic, msgtype, data, now)
+            writer.flush()
+            self.episode = ep
+        self.get_logger().info(f"recording episode {path}")
+        return True, str(path)
+
+    def stop_episode(self, success: bool | None = None, extra_flags=(), discard: bool = False) -> tuple[bool, str]:
+        with self._lock:
+            ep, self.episode = self.episode, None
+        if ep is None:
+            return False, "not recording"
+        path = ep.writer.bag_dir
+        if discard:
+            ep.writer.discard()
+            self.get_logger().info(f"discarded {path}")
+            return True, f"discarded {path}"
+        with ep._lock:  # no add() in flight while closing
+            js = [rig.joint_states_topic(a) for a in rig.FOLLOWERS]
+            q = ep.quality(js)
+            q["flags"] = q["flags"] + [f for f in extra_flags if f not in q["flags"]]
+            meta = ep.writer.close(success=success, **q)
+        self.last_episode = {"path": str(path), "metadata": meta}
+        if meta["flags"]:
+            self.get_logger().warn(
+                f"episode {path} flagged {meta['flags']}: control {meta['control_hz'] or 0:.1f} Hz "
+                f"(min {self.min_control_hz}), dropped frames {meta['dropped_frames']}"
+            )
+        self.get_logger().info(f"saved {path} ({sum(meta['message_counts'].values())} messages)")
+        return True, str(path)
+
+    # --------------------------------------------------------------------------------- services
+    def _srv_start(self, request, response):
+        response.success, response.message = self.start_episode()
+        return response
+
+    def _srv_stop(self, success: bool | None):
+        def cb(request, response):
+            response.success, response.message = self.stop_episode(success)
+            return response
+
+        return cb
+
+    def _srv_discard(self, request, response):
+        response.success, response.message = self.stop_episode(discard=True)
+        return response
+
+    # ----------------------------------------------------------------------------------- timers
+    def _on_flush(self) -> None:
+        ep = self.episode
+        if ep is not None and not ep.writer.closed:
+            ep.writer.flush()
+
+    def _on_status(self) -> None:
+        ep = self.episode
+        level, message = DiagnosticStatus.OK, "idle"
+        values = [KeyValue(key="out_dir", value=str(self.out_dir))]
+        if ep is not None:
+            try:
+                free = check_disk(self.out_dir, self.min_free_gb)
+            except DiskTooFull as exc:
+                self.get_logger().error(f"stopping the episode: {exc}")
+                self.stop_episode(extra_flags=(FLAG_DISK,))
+                level, message = DiagnosticStatus.ERROR, str(exc)
+            else:
+                message = f"recording {ep.writer.bag_dir.name}"
+                values += [KeyValue(key="free_gb", value=f"{free:.1f}")]
+                values += [KeyValue(key=f"count {t}", value=str(n)) for t, n in ep.writer.counts.items()]
+        status = DiagnosticStatus(level=level, name="clamp_bringup/recorder", message=message, values=values)
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag.publish(msg)
+
+    def shutdown(self) -> None:
+        """Close a running episode properly (SIGINT/SIGTERM), flagged as interrupted."""
+        if self.episode is not None:
+            self.stop_episode(extra_flags=(FLAG_INTERRUPTED,))
+
+
+def main(args=None) -> None:
+    spin_node(RecorderNode, args, on_shutdown=lambda node: node.shutdown())
+
+
+if __name__ == "__main__":
+    main()

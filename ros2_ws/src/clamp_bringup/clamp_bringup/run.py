@@ -1,0 +1,190 @@
+"""In-process runner: the clamp nodes of a profile's graph in one process (where `launch` is absent).
+
+    python -m clamp_bringup.run --profile sim [--mode policy|teleop|record|arms] [--skip NODE ...]
+                                [--only NODE ...] [--set NODE.PARAM=VALUE ...] [--duration S]
+
+Starts exactly the NodeSpecs of clamp_bringup.graph.build_graph (the graph the launch files
+launch), with the same parameters. Hardware nodes (xs_sdk, realsense2_camera, static TF) need the
+robot and `ros2 launch clamp_bringup aloha.launch.py`; here they are refused with that advice.
+`start_graph` is the same thing as a library call (tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from clamp_bringup.graph import MODES, Graph, NodeSpec, build_graph
+
+
+class RunnerError(RuntimeError):
+    pass
+
+
+def node_class(spec: NodeSpec):
+    """Import the Python class of a clamp node (clear error naming the module when it is missing)."""
+    if not spec.in_process:
+        raise RunnerError(
+            f"{spec.name} ({spec.package}/{spec.executable}) is a hardware driver: run it on the robot with "
+            "`ros2 launch clamp_bringup aloha.launch.py`, or use --profile sim"
+        )
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise RunnerError(
+            f"cannot import {spec.module} for node {spec.name!r} ({exc}); build the workspace (make setup) or "
+            f"leave it out with --skip {spec.name}"
+        ) from exc
+    try:
+        return getattr(module, spec.cls)
+    except AttributeError as exc:
+        raise RunnerError(f"{spec.module} has no class {spec.cls} (node {spec.name!r})") from exc
+
+
+def parameter_overrides(params: dict) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter(k, value=v) for k, v in params.items()]
+
+
+@dataclass
+class RunningGraph:
+    graph: Graph
+    context: object
+    executor: object
+    nodes: dict = field(default_factory=dict)
+    thread: threading.Thread | None = None
+    own_context: bool = False
+
+    def stop(self) -> None:
+        recorder = self.nodes.get("recorder")
+        if recorder is not None:
+            recorder.shutdown()  # close a running episode properly
+        for node in self.nodes.values():
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.nodes.clear()
+        if self.own_context:
+            import rclpy
+
+            rclpy.shutdown(context=self.context)
+        self.executor.shutdown(timeout_sec=1.0)
+        if self.thread is not None:
+            self.thread.join(timeout=2.0)
+
+
+def start_graph(
+    graph: Graph,
+    *,
+    context=None,
+    executor=None,
+    skip=(),
+    only=(),
+    overrides: dict[str, dict] | None = None,
+) -> RunningGraph:
+    """Create the graph's in-process nodes in `context` (a new one if None) and spin them.
+
+    With an `executor` given (e.g. the test harness's) the nodes are added to it; otherwise a
+    MultiThreadedExecutor is spun in a background thread.
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    unknown = sorted((set(skip) | set(only)) - set(graph.names))
+    if unknown:
+        raise RunnerError(f"unknown node(s) {unknown}; the {graph.mode} graph has {graph.names}")
+    specs = [n for n in graph.nodes if n.name not in skip and (not only or n.name in only)]
+    classes = {s.name: node_class(s) for s in specs}  # import everything before starting anything
+    own = context is None
+    if own:
+        context = rclpy.Context()
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    spin_own = executor is None
+    if spin_own:
+        executor = MultiThreadedExecutor(num_threads=max(4, len(specs) + 2), context=context)
+    running = RunningGraph(graph, context, executor, own_context=own)
+    try:
+        for s in specs:
+            params = {**s.parameters, **(overrides or {}).get(s.name, {})}
+            node = classes[s.name](context=context, parameter_overrides=parameter_overrides(params))
+            running.nodes[s.name] = node
+            executor.add_node(node)
+    except Exception:
+        running.stop()
+        raise
+    if spin_own:
+
+        def spin():
+            while context.ok():
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except Exception:
+                    if context.ok():
+                        raise
+
+        running.thread = threading.Thread(target=spin, name="clamp-run", daemon=True)
+        running.thread.start()
+    return running
+
+
+def _parse_set(items) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set expects NODE.PARAM=VALUE, got {item!r}")
+        out.setdefault(node, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clamp_bringup.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="sim", help="profile name (config/profiles) or path to a .yaml")
+    ap.add_argument("--mode", default="policy", choices=MODES)
+    ap.add_argument("--skip", nargs="*", default=[], help="nodes to leave out")
+    ap.add_argument("--only", nargs="*", default=[], help="start only these nodes")
+    ap.add_argument("--set", nargs="*", default=[], metavar="NODE.PARAM=VALUE", help="parameter overrides")
+    ap.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
+    ap.add_argument("--print", action="store_true", help="print the graph and exit")
+    a = ap.parse_args(argv)
+    graph = build_graph(a.profile, a.mode)
+    if a.print:
+        for inc in graph.includes:
+            print(f"include {inc.package}/{inc.launch_file} {inc.arguments}")
+        for n in graph.nodes:
+            where = f"{n.module}:{n.cls}" if n.in_process else f"{n.package}/{n.executable} (hardware)"
+            print(f"node {n.namespace + '/' if n.namespace else ''}{n.name}: {where} {n.parameters}")
+        return 0
+    if graph.includes or any(not n.in_process for n in graph.nodes):
+        hw = [i.name for i in graph.includes] + [n.name for n in graph.nodes if not n.in_process]
+        raise SystemExit(
+            f"profile {graph.profile['name']!r} needs hardware drivers {hw}: use `ros2 launch clamp_bringup "
+            "aloha.launch.py` on the robot (or --profile sim here)"
+        )
+    running = start_graph(graph, skip=a.skip, only=a.only, overrides=_parse_set(a.set))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"running {list(running.nodes)} ({graph.profile['name']}, {graph.mode}); Ctrl-C stops", flush=True)
+    t0 = time.monotonic()
+    while not stop.wait(0.2):
+        if a.duration and time.monotonic() - t0 >= a.duration:
+            break
+    driver = running.nodes.get("arm_driver")
+    if driver is not None:
+        driver.go_to_sleep()
+    running.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
