@@ -339,32 +339,36 @@ class _Perception:
 
     def __init__(self, config_path: str | None, cameras: list[str]) -> None:
         try:
-            from clamp_perception.pipeline import PerceptionPipeline  # noqa: F401
+            from clamp_perception.pipeline import PerceptionPipeline
+            from clamp_perception.transforms import TransformBuffer
         except ImportError as exc:
             raise ConvertError(
                 f"rendering views needs clamp_perception.pipeline ({exc}); convert with --no-views meanwhile"
             ) from exc
-        from clamp_perception.transforms import TransformBuffer
-
-        self.tf = TransformBuffer(cache_time_s=1e6)  # a whole episode: training looks back arbitrarily
+        self.tf = TransformBuffer(cache_time_s=1e6)  # a whole episode, as training may look back arbitrarily
         self.cameras = cameras
-        self.pipeline = _make_pipeline(config_path)
+        self.pipeline = PerceptionPipeline.from_config(config_path)
 
     def add_tf(self, msg, static: bool) -> None:
         self.tf.add_message(msg, static=static)
 
     def render(self, frames: dict, stamp_ns: int) -> np.ndarray:
-        return _render(self.pipeline, self.tf, frames, stamp_ns)
+        """frame set -> views (V, 4, S, S) float32 (channels depth, x, y, z; empty pixels 0)."""
+        from clamp_perception.msg_conversions import camera_info_intrinsics, image_to_numpy
+        from clamp_perception.transforms import TransformError
 
-
-def _make_pipeline(config_path: str | None):
-    from clamp_perception.pipeline import PerceptionPipeline
-
-    return PerceptionPipeline.from_yaml(config_path) if config_path else PerceptionPipeline()
-
-
-def _render(pipeline, tf, frames: dict, stamp_ns: int) -> np.ndarray:
-    raise NotImplementedError("filled in against clamp_perception.pipeline once it lands")
+        images = {}
+        for cam in self.cameras:
+            parts = frames[cam]
+            intr = camera_info_intrinsics(parts["depth_info"])
+            frame_id = parts["depth"].header.frame_id
+            images[cam] = (image_to_numpy(parts["depth"]), intr.K, (intr.height, intr.width), frame_id, intr.D)
+        try:
+            depth_frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, stamp_ns)
+        except TransformError as exc:
+            raise _SkipFrame(f"TF: {exc}") from exc
+        views, _ = self.pipeline.process(depth_frames, wrist)  # (V, S, S, 4)
+        return np.ascontiguousarray(np.transpose(views, (0, 3, 1, 2)), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------ the dataset

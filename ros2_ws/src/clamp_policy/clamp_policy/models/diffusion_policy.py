@@ -216,8 +216,20 @@ class DiffusionPolicy(nn.Module):
             self._schedulers = (DDPMScheduler(**kw), DDIMScheduler(**kw))
         return self._schedulers
 
-    def loss(self, obs: dict, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDPM training loss on a batch: actions (B, chunk_length, 14) in rig units."""
+    def forward(self, obs: dict, actions: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The training loss (so DistributedDataParallel's forward hooks see it); see `loss`."""
+        return self.loss(obs, actions, **kwargs)
+
+    def loss(
+        self,
+        obs: dict,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """DDPM training loss on a batch: actions (B, chunk_length, 14) in rig units. `noise`
+        (B, chunk_length, 14) and `timesteps` (B,) may be given to make a step reproducible."""
         ddpm, _ = self.schedulers()
         actions = torch.as_tensor(actions, device=self._device()).float()
         if actions.shape[1:] != (self.cfg.chunk_length, self.cfg.action_dim):
@@ -227,8 +239,12 @@ class DiffusionPolicy(nn.Module):
             )
         x0 = self.normalize_action(actions)
         b = x0.shape[0]
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-        t = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = timesteps
+        if t is None:
+            t = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        noise, t = noise.to(x0.device), t.to(x0.device)
         noisy = ddpm.add_noise(x0, noise, t)
         pred = self.denoise(noisy, t, self.encode(obs))
         target = noise if self.cfg.prediction_type == "epsilon" else x0

@@ -1,0 +1,508 @@
+"""`python -m clamp_training train --data DATASET_OR_BAGS... --out RUN [--config CONFIG]`
+
+One command from episode bags (converted first, into RUN/dataset) or converted datasets to an
+exported policy (RUN/policy: model.safetensors + config.json + sha256, loadable with
+clamp_policy.models.load_policy). Also RUN/log.csv, RUN/loss.png, RUN/train_config.json and a
+resumable training checkpoint RUN/checkpoint/ (safetensors + JSON; no pickle). Re-running the same
+command resumes from it.
+
+Scale out: `torchrun --nproc_per_node N -m clamp_training train ...` (DDP; gloo on CPU, NCCL on
+GPU). --batch-size is the global batch, split across processes; mixed precision (bf16 autocast) on
+GPU with --amp.
+
+Config: `--preset tiny|default|paper` then `--config FILE` (YAML/JSON, read with yaml.safe_load:
+TrainConfig keys, with `policy:` overriding PolicyConfig keys, `policy.image_encoder:` likewise),
+then the command-line flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from clamp_policy.models.config import ImageEncoderConfig, PolicyConfig, paper_config, tiny_config
+
+from .dataset import ChunkDataset, merge_stats, policy_stats, read_stats
+
+CHECKPOINT_DIR = "checkpoint"
+POLICY_DIR = "policy"
+
+
+@dataclass
+class TrainConfig:
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    steps: int = 2000
+    batch_size: int = 32  # global (split across DDP processes)
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 10
+    ckpt_every: int = 250
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers per process (the view cache makes 0 fine on a CPU)
+    cache_views: bool = True  # pool views to the model's size once and keep them in RAM
+    cache_gb: float = 4.0
+    amp: bool = False  # bf16 autocast on CUDA
+    device: str = "auto"
+    task_conditioning: str = "auto"  # auto: "vocab" when the data has several tasks, else "none"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["policy"] = self.policy.to_dict()
+        return d
+
+
+PRESETS = {
+    # seconds on a CPU; what the tests use
+    "tiny": lambda: TrainConfig(
+        policy=tiny_config(),
+        steps=60,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=5,
+        ema_decay=0.9,
+        log_every=5,
+        ckpt_every=30,
+    ),
+    # the small default: trains on this CPU, infers in ~30 ms
+    "default": lambda: TrainConfig(
+        policy=PolicyConfig(image_encoder=ImageEncoderConfig(view_size=112, patch_size=16, dim=128))
+    ),
+    "paper": lambda: TrainConfig(
+        policy=paper_config(),
+        steps=100_000,
+        batch_size=256,
+        lr=1e-4,
+        warmup_steps=2000,
+        ckpt_every=5000,
+        amp=True,
+        num_workers=8,
+    ),
+}
+
+
+def build_config(preset: str, config_file: str | None, overrides: dict) -> TrainConfig:
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown --preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[preset]()
+    doc: dict = {}
+    if config_file:
+        import yaml
+
+        with open(config_file) as f:
+            doc = yaml.safe_load(f) or {}
+        if not isinstance(doc, dict):
+            raise SystemExit(f"{config_file}: expected a mapping of TrainConfig keys")
+    doc = {**doc, **{k: v for k, v in overrides.items() if v is not None}}
+    pol = cfg.policy.to_dict()
+    pol_over = dict(doc.pop("policy", None) or {})
+    enc_over = pol_over.pop("image_encoder", None) or {}
+    pol.update(pol_over)
+    pol["image_encoder"] = {**pol["image_encoder"], **enc_over}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"policy"}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise SystemExit(f"unknown training config keys {unknown}; known: {sorted(names)} and 'policy'")
+    try:
+        policy = PolicyConfig.from_dict(pol)
+    except ValueError as exc:
+        raise SystemExit(f"policy config: {exc}") from exc
+    return dataclasses.replace(cfg, policy=policy, **doc)
+
+
+# ---------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return d
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_train_state(run: Path, step: int, model, ema, opt, cfg: TrainConfig, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = run / (CHECKPOINT_DIR + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()})
+    opt_t, opt_meta = _flatten_optimizer(opt)
+    tensors.update(opt_t)
+    save_file(tensors, str(tmp / "train_state.safetensors"))
+    meta = {
+        "step": step,
+        "ema": {"decay": ema.decay, "steps": ema.steps},
+        "optimizer": opt_meta,
+        "train_config": cfg.to_dict(),
+        **extra,
+    }
+    (tmp / "train_state.json").write_text(json.dumps(meta, indent=1, default=float))
+    final = run / CHECKPOINT_DIR
+    old = run / (CHECKPOINT_DIR + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_train_state(run: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    from safetensors.torch import load_file
+
+    ck = run / CHECKPOINT_DIR
+    if not (ck / "train_state.json").is_file():
+        return None
+    return load_file(str(ck / "train_state.safetensors")), json.loads((ck / "train_state.json").read_text())
+
+
+def _sub(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------- data
+def prepare_data(data: list[str], run: Path, d: Dist, workers: int, progress: bool) -> list[Path]:
+    """Dataset dirs as given; bag dirs are converted (once, by rank 0) into RUN/dataset."""
+    from .convert import convert
+    from .dataset import is_dataset
+
+    datasets = [Path(p) for p in data if is_dataset(p)]
+    bags = [p for p in data if not is_dataset(p)]
+    if bags:
+        out = run / "dataset"
+        if d.main:
+            convert(bags, out, workers=workers, progress=progress)
+        barrier(d)
+        datasets.append(out)
+    return datasets
+
+
+def _infinite(loader, sampler):
+    epoch = 0
+    while True:
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def obs_from_batch(batch: dict, device) -> dict:
+    obs = {"state": batch["state"].to(device, non_blocking=True), "task": batch["task"]}
+    if "views" in batch:
+        obs["views"] = batch["views"].to(device, non_blocking=True)
+    if "action_history" in batch:
+        obs["action_history"] = batch["action_history"].to(device, non_blocking=True)
+    return obs
+
+
+# ---------------------------------------------------------------------------------- plotting
+def plot_losses(log_csv: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(log_csv)))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, lw=0.8, alpha=0.5, label="loss (per log interval)")
+    if len(loss) >= 5:
+        k = max(2, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, lw=1.8, label=f"moving mean ({k})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("diffusion loss (MSE)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"training loss - {log_csv.parent.name}")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- training
+def train(
+    cfg: TrainConfig,
+    data: list[str],
+    run_dir: str | os.PathLike,
+    resume: bool = True,
+    export: bool = True,
+    progress: bool = True,
+    convert_workers: int = 1,
+) -> dict:
+    """Train (resuming from RUN/checkpoint when present); returns a summary dict."""
+    from clamp_policy.models import EMA, DiffusionPolicy
+    from tqdm import tqdm
+
+    run = Path(run_dir)
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    d = init_distributed(device)
+    if device == "cuda":
+        device = f"cuda:{d.local_rank}"
+        torch.cuda.set_device(d.local_rank)
+    if d.main:
+        run.mkdir(parents=True, exist_ok=True)
+    barrier(d)
+    if cfg.batch_size % d.world:
+        raise SystemExit(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes")
+    per_rank = cfg.batch_size // d.world
+    torch.manual_seed(cfg.seed + d.rank)
+    np.random.seed(cfg.seed + d.rank)
+
+    datasets = prepare_data(data, run, d, convert_workers, progress and d.main)
+    stats = merge_stats([read_stats(p) for p in datasets])
+    pcfg = cfg.policy
+    view_size = pcfg.image_encoder.view_size if pcfg.image_encoder.type != "clamp_vit3d" else None
+    ds = ChunkDataset(
+        datasets,
+        chunk_length=pcfg.chunk_length,
+        action_history=pcfg.action_history,
+        use_views=pcfg.image_encoder.type != "none",
+        view_cache_size=view_size if cfg.cache_views else None,
+        cache_bytes=cfg.cache_gb * 1e9,
+        progress=progress and d.main,
+    )
+    tc = cfg.task_conditioning
+    if tc == "auto":
+        tc = "vocab" if len(ds.tasks) > 1 else pcfg.task_conditioning
+    if tc == "vocab" and not pcfg.task_vocab:
+        pcfg = dataclasses.replace(pcfg, task_conditioning="vocab", task_vocab=list(ds.tasks))
+    elif tc != pcfg.task_conditioning:
+        pcfg = dataclasses.replace(pcfg, task_conditioning=tc)
+    if pcfg.task_conditioning == "embedding":
+        raise SystemExit("task_conditioning='embedding' needs text embeddings: train it with `clamp_training finetune`")
+    if pcfg.task_conditioning == "vocab":
+        unknown = sorted(set(ds.tasks) - set(pcfg.task_vocab))
+        if unknown:
+            raise SystemExit(f"tasks {unknown} are in the data but not in policy.task_vocab {pcfg.task_vocab}")
+    cfg = dataclasses.replace(cfg, policy=pcfg.validate())
+
+    model = DiffusionPolicy(cfg.policy)
+    model.set_normalization(policy_stats(stats))
+    model.to(device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_step = 0
+    state = load_train_state(run) if resume else None
+    if state is not None:
+        tensors, meta = state
+        saved = meta["train_config"]["policy"]
+        if saved != cfg.policy.to_dict():
+            now = cfg.policy.to_dict()
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise SystemExit(
+                f"{run / CHECKPOINT_DIR} was trained with a different policy config (keys {diff}); use the same "
+                "config to resume, --no-resume to start over in this run dir, or another --out"
+            )
+        model.load_state_dict(_sub(tensors, "model."))
+        ema.load_state_dict({**meta["ema"], "model": _sub(tensors, "ema.")})
+        opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        start_step = int(meta["step"])
+
+    net = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[d.local_rank] if device.startswith("cuda") else None)
+
+    if d.world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed + start_step))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=per_rank,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=len(ds) >= per_rank,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=cfg.num_workers > 0,
+    )
+    batches = _infinite(loader, sampler)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(p, 1.0))))
+
+    log_csv = run / "log.csv"
+    if d.main:
+        (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if start_step == 0 or not log_csv.exists():
+            with open(log_csv, "w", newline="") as f:
+                csv.writer(f).writerow(["step", "loss", "lr", "samples_per_s", "elapsed_s"])
+    amp = cfg.amp and device.startswith("cuda")
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="training", unit="step", disable=not (progress and d.main))
+    t_start = time.perf_counter()
+    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    last_loss = float("nan")
+    step = start_step
+    for step in range(start_step, cfg.steps):
+        batch = next(batches)
+        obs = obs_from_batch(batch, device)
+        actions = batch["actions"].to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = net(obs, actions)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(model)
+        last_loss = float(loss.detach())
+        if not np.isfinite(last_loss):
+            raise FloatingPointError(f"loss became {last_loss} at step {step}; lower --lr or check the data stats")
+        window_loss += last_loss
+        window_n += 1
+        bar.update()
+        done = step + 1
+        if d.main and (done % cfg.log_every == 0 or done == cfg.steps):
+            now = time.perf_counter()
+            sps = window_n * cfg.batch_size / max(now - window_t, 1e-9)
+            with open(log_csv, "a", newline="") as f:
+                csv.writer(f).writerow(
+                    [done, f"{window_loss / window_n:.6g}", f"{lr_at(step):.3g}", f"{sps:.2f}", f"{now - t_start:.1f}"]
+                )
+            bar.set_postfix(loss=f"{window_loss / window_n:.4f}", sps=f"{sps:.1f}")
+            window_loss, window_n, window_t = 0.0, 0, now
+        if d.main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save_train_state(run, done, model, ema, opt, cfg, {"datasets": [str(p) for p in datasets]})
+            plot_losses(log_csv, run / "loss.png")
+    bar.close()
+    barrier(d)
+    summary = {
+        "run": str(run),
+        "steps": cfg.steps,
+        "start_step": start_step,
+        "final_loss": last_loss,
+        "world_size": d.world,
+        "train_s": time.perf_counter() - t_start,
+    }
+    if d.main and export:
+        from .export import export_run
+
+        summary["policy"] = str(export_run(run, run / POLICY_DIR))
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clamp_training train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", required=True, help="converted dataset dirs and/or episode bag dirs")
+    ap.add_argument("--out", required=True, help="run directory (resumed when it holds a checkpoint)")
+    ap.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    ap.add_argument("--config", default=None, help="YAML/JSON with TrainConfig keys (and policy: {...})")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch-size", type=int, dest="batch_size")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--device")
+    ap.add_argument("--num-workers", type=int, dest="num_workers")
+    ap.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA")
+    ap.add_argument("--no-cache-views", dest="cache_views", action="store_false", default=None)
+    ap.add_argument("--no-resume", action="store_true", help="ignore RUN/checkpoint and start over")
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--convert-workers", type=int, default=min(4, os.cpu_count() or 1))
+    args = ap.parse_args(argv)
+    overrides = {
+        k: getattr(args, k)
+        for k in ("steps", "batch_size", "lr", "seed", "device", "num_workers", "amp", "cache_views")
+    }
+    cfg = build_config(args.preset, args.config, overrides)
+    from .convert import ConvertError
+    from .dataset import DatasetError
+
+    try:
+        summary = train(
+            cfg,
+            args.data,
+            args.out,
+            resume=not args.no_resume,
+            export=not args.no_export,
+            convert_workers=args.convert_workers,
+        )
+    except (ConvertError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
