@@ -98,7 +98,12 @@ class ArmIK:
                 break
             mujoco.mj_jacSite(self.model, self.data, self._jp, self._jr, self.site)
             J = np.vstack([self._jp[:, self.dadr], rot_weight * self._jr[:, self.dadr]])
-            dq = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), err)
+            J_inv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(6))
+            # Null-space pull towards the home posture keeps forearm_roll / wrist_rotate from
+            # wandering to an equivalent configuration at their limits (which then jumps).
+            rest = START_ARM_POSE - q
+            rest[0] = 0.0
+            dq = J_inv @ err + (np.eye(6) - J_inv @ J) @ (0.1 * rest)
             q = np.clip(q + np.clip(dq, -0.3, 0.3), self.lo, self.hi)
         return q
 
@@ -226,6 +231,9 @@ class InsertionPolicy(ScriptedPolicy):
 
     def plan(self, obs):
         peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
+        # Hold both off-centre, at their outer ends, so the two grippers stay apart at insertion.
+        peg, socket = peg + [0.03, 0, 0], socket + [-0.03, 0, 0]
+        self.offset = None
         rp, rR = self.home("follower_right")
         lp, lR = self.home("follower_left")
         # Straight-down grasps hold the thin peg and the socket walls over their full height, and
@@ -261,10 +269,11 @@ class InsertionPolicy(ScriptedPolicy):
         if t < 240:
             return
         peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
-        grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
-        offset = grasp - peg  # peg held at this offset from the grasp point
-        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.13, 0.093)):
-            wp.pos = socket + [dx, 0.0, 0.0] + offset
+        if self.offset is None:  # how the peg sits in the hand (incl. tracking error), once lifted
+            grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
+            self.offset = grasp - peg
+        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.093)):
+            wp.pos = socket + [dx, 0.0, 0.0] + self.offset
 
 
 class PlaceCubePolicy(ScriptedPolicy):
