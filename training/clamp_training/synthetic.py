@@ -100,6 +100,7 @@ def write_synthetic_episode(
     cameras: bool = True,
     drop_topics: tuple[str, ...] = (),
     source: str = "teleop",
+    flush_interval_s: float = 0.5,
 ) -> Path:
     """Write one synthetic episode bag; returns its directory. `drop_topics` leaves topics out."""
     from clamp_perception import rig
@@ -142,7 +143,7 @@ def write_synthetic_episode(
         "extras": {"object_positions": {"box": ((box[0] + box[1]) / 2).tolist()}, "synthetic": True},
     }
     out = Path(bag_dir)
-    with EpisodeWriter(out, meta, fsync=False) as writer:
+    with EpisodeWriter(out, meta, fsync=False, flush_interval_s=flush_interval_s) as writer:
 
         def put(topic: str, msg, ns: int) -> None:
             if topic not in drop_topics:
