@@ -1,0 +1,88 @@
+"""A synthetic ALOHA for recorder tests: every topic of the episode schema at known rates over DDS.
+
+Joint states of all four arms (position[0] carries a sequence number so tests can find gaps),
+small colour + aligned depth images with camera_info per camera (optionally skipping frames of one
+camera while its header stamps run on: dropped frames), /tf, latched /tf_static, the task, and
+optionally 14-D joint commands at a chosen rate (the control loop the recorder measures).
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from clamp_perception import rig
+from geometry_msgs.msg import TransformStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
+from tf2_msgs.msg import TFMessage
+
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SyntheticRig(Node):
+    def __init__(self, joint_hz=50.0, camera_hz=15.0, command_hz=0.0, drop_every=0, drop_cam="cam_low", **kwargs):
+        super().__init__("synthetic_rig", **kwargs)
+        self.seq = 0
+        self.frame = 0
+        self.drop_every, self.drop_cam = drop_every, drop_cam
+        self.camera_hz = camera_hz
+        self.js = {
+            a: self.create_publisher(JointState, rig.joint_states_topic(a), 50) for a in rig.FOLLOWERS + rig.LEADERS
+        }
+        self.img, self.info = {}, {}
+        for cam in rig.CAMERAS:
+            for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
+                self.img[topic] = self.create_publisher(Image, topic, 10)
+                self.info[topic] = self.create_publisher(CameraInfo, rig.camera_info_topic(topic), 10)
+        self.tf = self.create_publisher(TFMessage, "/tf", 50)
+        self.tf_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
+        self.task = self.create_publisher(String, rig.TASK_TOPIC, 10)
+        self.cmd = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 10)
+        static = TFMessage(transforms=[self._tf("world", rig.color_optical_frame(c)) for c in rig.CAMERAS])
+        self.tf_static.publish(static)
+        self.create_timer(1.0 / joint_hz, self._joints)
+        self.create_timer(1.0 / camera_hz, self._cameras)
+        self.create_timer(0.5, lambda: self.task.publish(String(data="transfer the cube")))
+        if command_hz:
+            self.create_timer(1.0 / command_hz, self._command)
+        self._rgb = array.array("B", np.full(24 * 32 * 3, 100, np.uint8).tobytes())
+        self._depth = array.array("B", np.full(24 * 32, 500, np.uint16).tobytes())
+
+    def _tf(self, parent, child):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.header.stamp = self.get_clock().now().to_msg()
+        t.transform.rotation.w = 1.0
+        return t
+
+    def _joints(self):
+        self.seq += 1
+        stamp = self.get_clock().now().to_msg()
+        for pub in self.js.values():
+            msg = JointState(name=list(rig.XS_JOINT_NAMES), position=[float(self.seq)] + [0.1] * 8)
+            msg.header.stamp = stamp
+            msg.effort = []  # as rclpy publishers send it: rosbags alone cannot read these back
+            pub.publish(msg)
+        self.tf.publish(TFMessage(transforms=[self._tf("world", "follower_left/ee_gripper_link")]))
+
+    def _cameras(self):
+        self.frame += 1
+        stamp = self.get_clock().now().to_msg()
+        for topic, pub in self.img.items():
+            if self.drop_every and topic.startswith(f"/{self.drop_cam}/") and self.frame % self.drop_every == 0:
+                continue
+            depth = "aligned_depth" in topic
+            msg = Image(height=24, width=32, encoding="16UC1" if depth else "rgb8", step=64 if depth else 96)
+            msg.header.stamp = stamp
+            msg.header.frame_id = topic.split("/")[1] + "_color_optical_frame"
+            msg.data = self._depth if depth else self._rgb
+            pub.publish(msg)
+            info = CameraInfo(height=24, width=32)
+            info.header = msg.header
+            self.info[topic].publish(info)
+
+    def _command(self):
+        self.cmd.publish(JointState(name=list(rig.ACTION_NAMES), position=[0.0] * 14))
