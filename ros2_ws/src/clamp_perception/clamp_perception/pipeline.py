@@ -1,0 +1,196 @@
+"""Depth frames + extrinsics -> CLAMP's five views and the fused cloud. ROS-free: the perception
+node and training/ (bags -> dataset) both call `PerceptionPipeline.process`, so the robot and
+the dataset see the same computation.
+
+    pipeline = PerceptionPipeline.from_config()            # the package's config/perception.yaml
+    views, cloud = pipeline.process(frames, wrist_poses)   # (5, 224, 224, 4) float32, (N, 3) float32
+    tiled = pipeline.tile(views)                           # (224, 1120, 4) in rig.VIEW_NAMES order
+
+`frames`: {camera name: fusion.DepthFrame} (depth + K + T_world_cam). `wrist_poses`: {follower arm
+or TF frame: T_world_gripper 4x4} for the wrist views. With TF data instead of poses, use
+`frames_from_buffer` with a transforms.TransformBuffer (what the node and the bag reader do).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from clamp_perception import rig
+from clamp_perception.fusion import DepthFrame, decimate, fuse, voxel_downsample
+from clamp_perception.render import ViewCamera, render, tile
+from clamp_perception.transforms import TransformBuffer
+
+PACKAGE = "clamp_perception"
+
+
+def default_config_path() -> Path:
+    """config/perception.yaml beside the sources (dev / symlink install), else in the ament share dir."""
+    here = Path(__file__).resolve().parents[1] / "config" / "perception.yaml"
+    if here.is_file():
+        return here
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        cand = Path(prefix) / "share" / PACKAGE / "config" / "perception.yaml"
+        if prefix and cand.is_file():
+            return cand
+    raise FileNotFoundError(
+        f"{PACKAGE}: config/perception.yaml not found beside {Path(__file__).parent} nor in any "
+        "AMENT_PREFIX_PATH share dir; pass a config path, or build/source the workspace"
+    )
+
+
+def load_config(path_or_dict: str | Path | dict | None = None) -> dict:
+    if isinstance(path_or_dict, dict):
+        return path_or_dict
+    path = Path(path_or_dict) if path_or_dict else default_config_path()
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+    return cfg
+
+
+def _section(cfg: dict, name: str) -> dict:
+    sec = cfg.get(name, {}) or {}
+    if not isinstance(sec, dict):
+        raise ValueError(f"perception config: section {name!r} must be a mapping, got {type(sec).__name__}")
+    return sec
+
+
+class PerceptionPipeline:
+    def __init__(
+        self,
+        views: list[ViewCamera],
+        box_min=None,
+        box_max=None,
+        pixel_stride: int = 1,
+        depth_scale: float = 0.001,
+        min_depth: float = 0.0,
+        max_depth: float = np.inf,
+        allow_distortion: bool = False,
+        cloud_voxel: float = 0.0,
+        cloud_max_points: int = 0,
+        fill_min_neighbours: int = 0,
+        config: dict | None = None,
+    ) -> None:
+        if not views:
+            raise ValueError("the pipeline needs at least one view")
+        if (box_min is None) != (box_max is None):
+            raise ValueError("give both crop corners (min and max) or neither")
+        if box_min is not None and np.any(np.asarray(box_min) >= np.asarray(box_max)):
+            raise ValueError(f"crop box min {list(box_min)} must be below max {list(box_max)} on every axis")
+        if pixel_stride < 1:
+            raise ValueError(f"pixel_stride must be >= 1, got {pixel_stride}")
+        if not 0 <= min_depth < max_depth:
+            raise ValueError(f"depth range must satisfy 0 <= min < max, got [{min_depth}, {max_depth}]")
+        self.views = views
+        self.box_min = None if box_min is None else np.asarray(box_min, dtype=np.float32)
+        self.box_max = None if box_max is None else np.asarray(box_max, dtype=np.float32)
+        self.pixel_stride = int(pixel_stride)
+        self.depth_scale = float(depth_scale)
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.allow_distortion = bool(allow_distortion)
+        self.cloud_voxel = float(cloud_voxel)
+        self.cloud_max_points = int(cloud_max_points)
+        self.fill_min_neighbours = int(fill_min_neighbours)
+        self.config = config or {}
+
+    @classmethod
+    def from_config(cls, path_or_dict: str | Path | dict | None = None) -> PerceptionPipeline:
+        """From a perception YAML path or an already-parsed dict (None: the package's default file)."""
+        cfg = load_config(path_or_dict)
+        depth, crop, cloud = _section(cfg, "depth"), _section(cfg, "crop"), _section(cfg, "cloud")
+        views_cfg = _section(cfg, "views")
+        if not views_cfg:
+            raise ValueError("perception config: `views` is empty; list the views in rig.VIEW_NAMES order")
+        names = list(views_cfg)
+        if set(names) == set(rig.VIEW_NAMES) and names != list(rig.VIEW_NAMES):
+            raise ValueError(f"perception config: views must be listed in rig.VIEW_NAMES order {rig.VIEW_NAMES}")
+        size = int(cfg.get("view_size", rig.VIEW_SIZE))
+        views = [ViewCamera.from_config(name, views_cfg[name] or {}, size, size) for name in names]
+        return cls(
+            views,
+            box_min=crop.get("min"),
+            box_max=crop.get("max"),
+            pixel_stride=int(depth.get("pixel_stride", 1)),
+            depth_scale=float(depth.get("scale_m_per_unit", 0.001)),
+            min_depth=float(depth.get("min_m", 0.0)),
+            max_depth=float(depth.get("max_m", 10.0)),
+            allow_distortion=bool(depth.get("allow_distortion", False)),
+            cloud_voxel=float(cloud.get("voxel_m", 0.0)),
+            cloud_max_points=int(cloud.get("max_points", 0)),
+            fill_min_neighbours=int(_section(cfg, "render").get("fill_min_neighbours", 0)),
+            config=cfg,
+        )
+
+    # ---------------------------------------------------------------------------------- queries
+    @property
+    def view_names(self) -> list[str]:
+        return [v.name for v in self.views]
+
+    @property
+    def follow_frames(self) -> list[str]:
+        """TF frames whose pose the wrist views need (rig.gripper_frame of each followed arm)."""
+        return [v.follow for v in self.views if v.follow is not None]
+
+    @staticmethod
+    def tile(views: np.ndarray) -> np.ndarray:
+        return tile(views)
+
+    # ------------------------------------------------------------------------------------- work
+    def fuse(self, frames) -> np.ndarray:
+        """World cloud (3, N) float32 of the frames, cropped."""
+        frames = list(frames.values()) if isinstance(frames, dict) else list(frames)
+        return fuse(
+            frames,
+            self.pixel_stride,
+            self.depth_scale,
+            self.min_depth,
+            self.max_depth,
+            self.box_min,
+            self.box_max,
+            self.allow_distortion,
+        )
+
+    def view_poses(self, wrist_poses: dict[str, np.ndarray] | None) -> list[np.ndarray]:
+        """T_world_view per view; wrist poses may be keyed by follower arm or by TF frame."""
+        by_frame = {}
+        for key, T in (wrist_poses or {}).items():
+            by_frame[rig.gripper_frame(key) if key in rig.FOLLOWERS else key] = np.asarray(T, dtype=np.float64)
+        return [v.pose(by_frame) for v in self.views]
+
+    def render(self, points: np.ndarray, wrist_poses: dict[str, np.ndarray] | None) -> np.ndarray:
+        return render(points, self.views, self.view_poses(wrist_poses), self.fill_min_neighbours)
+
+    def process(self, frames, wrist_poses: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (views (V, H, W, 4) float32 [depth, x, y, z], fused cloud (N, 3) float32 in world)."""
+        points = self.fuse(frames)
+        views = self.render(points, wrist_poses)
+        return views, points.T
+
+    def cloud_for_publishing(self, cloud: np.ndarray, seed: int = 0) -> np.ndarray:
+        """(N, 3) -> voxel-downsampled and decimated (M, 3) per the `cloud:` config."""
+        pts = voxel_downsample(np.ascontiguousarray(cloud.T), self.cloud_voxel)
+        return decimate(pts, self.cloud_max_points, seed).T
+
+    # ------------------------------------------------------------------------------ TF plumbing
+    def frames_from_buffer(
+        self,
+        images: dict[str, tuple],
+        buffer: TransformBuffer,
+        stamp_ns: int | None,
+    ) -> tuple[dict[str, DepthFrame], dict[str, np.ndarray]]:
+        """Poses from TF for the given camera images and for the followed frames, at `stamp_ns`.
+
+        images: {camera: (depth array, K, (H, W) from camera_info, optical frame id, distortion D or None)}.
+        Raises transforms.TransformError naming the frames when a pose is unknown or stale.
+        """
+        frames = {}
+        for cam, (depth, K, size, frame_id, dist) in images.items():
+            T = buffer.lookup(rig.WORLD_FRAME, frame_id or rig.color_optical_frame(cam), stamp_ns)
+            frames[cam] = DepthFrame(depth, K, T, cam, stamp_ns or 0, size=size, distortion=dist)
+        wrist = {f: buffer.lookup(rig.WORLD_FRAME, f, stamp_ns) for f in self.follow_frames}
+        return frames, wrist
