@@ -41,7 +41,9 @@ def gym_aloha_assets() -> Path:
     try:
         import gym_aloha
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("clamp_sim needs gym-aloha's MuJoCo assets: `pip install gym-aloha` (see requirements)") from exc
+        raise ImportError(
+            "clamp_sim needs gym-aloha's MuJoCo assets: `pip install gym-aloha` (see requirements)"
+        ) from exc
     return Path(gym_aloha.__file__).parent / "assets"
 
 
@@ -110,8 +112,9 @@ def build_spec(task, max_size: tuple[int, int] = (480, 640)) -> mujoco.MjSpec:
         gl.add_site(name=f"{arm}/grasp", pos=[GRASP_OFFSET, 0, 0], size=[0.005] * 3, rgba=[0, 0, 0, 0])
     for cam, mount in CAMERA_MOUNTS.items():
         parent = spec.worldbody if mount.body is None else spec.body(mount.body)
-        parent.add_camera(name=cam, pos=list(mount.pos), quat=list(look_at_quat(mount.pos, mount.target, mount.up)),
-                          fovy=mount.fovy)
+        parent.add_camera(
+            name=cam, pos=list(mount.pos), quat=list(look_at_quat(mount.pos, mount.target, mount.up)), fovy=mount.fovy
+        )
     task.add_objects(spec)
     return spec
 
@@ -175,9 +178,7 @@ class Renderer:
     def render(self, data: mujoco.MjData, camera_id: int) -> tuple[np.ndarray, np.ndarray]:
         self._gl.make_current()
         self._cam.fixedcamid = camera_id
-        mujoco.mjv_updateScene(
-            self.model, data, self._option, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
-        )
+        mujoco.mjv_updateScene(self.model, data, self._option, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene)
         mujoco.mjr_render(self._viewport, self._scene, self._ctx)
         mujoco.mjr_readPixels(self._rgb, self._zbuf, self._viewport, self._ctx)
         # OpenGL rows run bottom-up; the z-buffer is non-linear in depth.
@@ -203,8 +204,13 @@ class AlohaSim:
     (gripper normalised). `step()` advances one control period (rig.CONTROL_HZ).
     """
 
-    def __init__(self, task: str = "transfer_cube", image_size: tuple[int, int] = (480, 640),
-                 cameras: tuple[str, ...] = rig.CAMERAS, max_depth: float = 2.0) -> None:
+    def __init__(
+        self,
+        task: str = "transfer_cube",
+        image_size: tuple[int, int] = (480, 640),
+        cameras: tuple[str, ...] = rig.CAMERAS,
+        max_depth: float = 2.0,
+    ) -> None:
         from clamp_sim.tasks import make_task
 
         unknown = [c for c in cameras if c not in rig.CAMERAS]
@@ -227,8 +233,9 @@ class AlohaSim:
             joints = [f"{mj}/{j}" for j in (*rig.ARM_JOINT_NAMES, "left_finger", "right_finger")]
             self._qadr[arm] = np.array([m.jnt_qposadr[m.joint(j).id] for j in joints])
             self._dadr[arm] = np.array([m.jnt_dofadr[m.joint(j).id] for j in joints])
-            self._act[arm] = np.array([next(i for i in range(m.nu) if m.actuator_trnid[i, 0] == m.joint(j).id)
-                                       for j in joints])
+            self._act[arm] = np.array(
+                [next(i for i in range(m.nu) if m.actuator_trnid[i, 0] == m.joint(j).id) for j in joints]
+            )
         self._cam_ids = {c: m.camera(c).id for c in rig.CAMERAS}
         self._ee_site = {arm: m.site(rig.gripper_frame(arm)).id for arm in rig.FOLLOWERS}
         self.torque_enabled = {arm: True for arm in rig.FOLLOWERS}
@@ -255,7 +262,9 @@ class AlohaSim:
     def command_arm(self, arm: str, positions) -> None:
         positions = np.asarray(positions, float)
         if positions.shape != (6,):
-            raise ValueError(f"{arm}: an arm command takes 6 joint positions {rig.ARM_JOINT_NAMES}, got {positions.shape}")
+            raise ValueError(
+                f"{arm}: an arm command takes 6 joint positions {rig.ARM_JOINT_NAMES}, got {positions.shape}"
+            )
         if not np.all(np.isfinite(positions)):
             raise ValueError(f"{arm}: non-finite arm command {positions}")
         lo, hi = rig.VX300S_LIMITS.lower[:6], rig.VX300S_LIMITS.upper[:6]
@@ -348,10 +357,19 @@ class AlohaSim:
         """World poses of the arm links, named like Interbotix (`follower_left/upper_arm_link`, ...)."""
         out = {}
         for arm, mj in MJ_ARM.items():
-            out[f"{arm}/base_link"] = pose_matrix(self.data.xpos[self.model.body(mj).id],
-                                                 self.data.xmat[self.model.body(mj).id])
-            for link in ("shoulder_link", "upper_arm_link", "upper_forearm_link", "lower_forearm_link",
-                         "wrist_link", "gripper_link", "left_finger_link", "right_finger_link"):
+            out[f"{arm}/base_link"] = pose_matrix(
+                self.data.xpos[self.model.body(mj).id], self.data.xmat[self.model.body(mj).id]
+            )
+            for link in (
+                "shoulder_link",
+                "upper_arm_link",
+                "upper_forearm_link",
+                "lower_forearm_link",
+                "wrist_link",
+                "gripper_link",
+                "left_finger_link",
+                "right_finger_link",
+            ):
                 b = self.model.body(f"{mj}/{link}").id
                 out[f"{arm}/{link}"] = pose_matrix(self.data.xpos[b], self.data.xmat[b])
             out[rig.gripper_frame(arm)] = self.gripper_pose(arm)

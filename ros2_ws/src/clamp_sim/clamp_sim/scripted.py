@@ -80,8 +80,9 @@ class ArmIK:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
 
-    def solve(self, pos: np.ndarray, R: np.ndarray, q0: np.ndarray, iters: int = 30,
-              rot_weight: float = 0.3) -> np.ndarray:
+    def solve(
+        self, pos: np.ndarray, R: np.ndarray, q0: np.ndarray, iters: int = 30, rot_weight: float = 0.3
+    ) -> np.ndarray:
         q = np.array(q0, float)
         q_target = np.empty(4)
         mujoco.mju_mat2Quat(q_target, np.ascontiguousarray(R).ravel())
@@ -120,6 +121,7 @@ class ScriptedPolicy:
     """Base class: per-arm waypoint lists -> joint trajectory via IK; chunks of rig.CHUNK_LENGTH."""
 
     horizon = 400  # control steps per episode (8 s at 50 Hz)
+    needs_images = False  # plans from object poses (privileged state)
 
     def __init__(self, task: str) -> None:
         from clamp_sim.tasks import make_task
@@ -153,7 +155,9 @@ class ScriptedPolicy:
                 s = 0.5 - 0.5 * np.cos(np.pi * s)  # ease in/out: no velocity jumps at waypoints
                 R = np.empty(9)
                 mujoco.mju_quat2Mat(R, _slerp(_quat(a.R), _quat(b.R), s))
-                return Waypoint(t, a.pos + s * (b.pos - a.pos), R.reshape(3, 3), a.gripper + s * (b.gripper - a.gripper))
+                return Waypoint(
+                    t, a.pos + s * (b.pos - a.pos), R.reshape(3, 3), a.gripper + s * (b.gripper - a.gripper)
+                )
         return wps[-1]
 
     def action(self, t: int) -> np.ndarray:

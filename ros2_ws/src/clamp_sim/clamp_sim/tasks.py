@@ -99,8 +99,11 @@ class TransferCube(Task):
     """gym-aloha's bimanual transfer: the right arm picks the cube and hands it to the left arm."""
 
     def __init__(self) -> None:
-        super().__init__("transfer_cube", "pick up the red cube with the right arm and hand it over to the left arm",
-                         {"red cube": "red_cube"})
+        super().__init__(
+            "transfer_cube",
+            "pick up the red cube with the right arm and hand it over to the left arm",
+            {"red cube": "red_cube"},
+        )
 
     def add_objects(self, spec):
         _add_free_box(spec, "red_cube", (0.1, 0.5, 0.02), [("red_box", [0.02] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05)
@@ -125,20 +128,30 @@ class Insertion(Task):
     SOCKET = ("socket-1", "socket-2", "socket-3", "socket-4")
 
     def __init__(self) -> None:
-        super().__init__("insertion", "pick up the red peg and the blue socket and insert the peg into the socket",
-                         {"red peg": "red_peg", "blue socket": "blue_socket"})
+        super().__init__(
+            "insertion",
+            "pick up the red peg and the blue socket and insert the peg into the socket",
+            {"red peg": "red_peg", "blue socket": "blue_socket"},
+        )
 
     def add_objects(self, spec):
-        _add_free_box(spec, "red_peg", (0.15, 0.5, 0.01), [("red_peg", [0.06, 0.01, 0.01], [0, 0, 0], [1, 0, 0, 1])],
-                      0.05)
+        _add_free_box(
+            spec, "red_peg", (0.15, 0.5, 0.01), [("red_peg", [0.06, 0.01, 0.01], [0, 0, 0], [1, 0, 0, 1])], 0.05
+        )
         blue, red = [0, 0, 1, 1], [1, 0, 0, 1]
-        _add_free_box(spec, "blue_socket", (-0.15, 0.5, 0.02), [
-            ("socket-1", [0.06, 0.018, 0.002], [0, 0, -0.018], blue),
-            ("socket-2", [0.06, 0.018, 0.002], [0, 0, 0.018], blue),
-            ("socket-3", [0.06, 0.002, 0.018], [0, 0.02, 0], blue),
-            ("socket-4", [0.06, 0.002, 0.018], [0, -0.02, 0], blue),
-            ("pin", [0.04, 0.01, 0.01], [0, 0, 0], red),
-        ], 0.05)
+        _add_free_box(
+            spec,
+            "blue_socket",
+            (-0.15, 0.5, 0.02),
+            [
+                ("socket-1", [0.06, 0.018, 0.002], [0, 0, -0.018], blue),
+                ("socket-2", [0.06, 0.018, 0.002], [0, 0, 0.018], blue),
+                ("socket-3", [0.06, 0.002, 0.018], [0, 0.02, 0], blue),
+                ("socket-4", [0.06, 0.002, 0.018], [0, -0.02, 0], blue),
+                ("pin", [0.04, 0.01, 0.01], [0, 0, 0], red),
+            ],
+            0.05,
+        )
 
     def sample(self, rng):
         peg = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.4, 0.6), 0.01])
@@ -162,16 +175,23 @@ class PlaceCube(Task):
     PLATE_RADIUS = 0.07
 
     def __init__(self) -> None:
-        super().__init__("place_cube", "put the red cube on the green plate",
-                         {"red cube": "red_cube", "green plate": "green_plate"})
+        super().__init__(
+            "place_cube", "put the red cube on the green plate", {"red cube": "red_cube", "green plate": "green_plate"}
+        )
 
     def add_objects(self, spec):
         _add_free_box(spec, "red_cube", (0.15, 0.5, 0.02), [("red_box", [0.02] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05)
         plate = spec.worldbody.add_body(name="green_plate", pos=[-0.05, 0.5, 0.005])
         plate.add_freejoint(name="green_plate_joint")
         _inertia(plate, 0.3)
-        plate.add_geom(name="plate", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[self.PLATE_RADIUS, 0.005, 0],
-                       rgba=[0.1, 0.7, 0.2, 1], condim=4, friction=[1, 0.005, 0.0001])
+        plate.add_geom(
+            name="plate",
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[self.PLATE_RADIUS, 0.005, 0],
+            rgba=[0.1, 0.7, 0.2, 1],
+            condim=4,
+            friction=[1, 0.005, 0.0001],
+        )
 
     def sample(self, rng):
         cube = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.42, 0.6), 0.02])
