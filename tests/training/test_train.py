@@ -1,0 +1,163 @@
+"""Training: one command from bags to a loadable policy, the loss falls, resume, export, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clamp_policy.models import load_policy
+from clamp_training.dataset import ChunkDataset
+from clamp_training.train import PRESETS, build_config, train
+
+HERE = Path(__file__).parent
+
+
+def _losses(run: Path) -> list[float]:
+    return [float(r["loss"]) for r in csv.DictReader(open(run / "log.csv"))]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_bags, tmp_path_factory):
+    """`python -m clamp_training train --data BAGS --out RUN --preset tiny`: bags in, policy out."""
+    from clamp_training.train import main
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["--data", str(synthetic_bags), "--out", str(run), "--preset", "tiny", "--convert-workers", "1"]) == 0
+    return run
+
+
+def test_one_command_from_bags_to_policy_and_the_loss_falls(tiny_run, dataset):
+    assert (tiny_run / "dataset" / "dataset.json").is_file()  # the bags were converted inside the run
+    assert (tiny_run / "loss.png").stat().st_size > 5000
+    losses = _losses(tiny_run)
+    assert len(losses) == PRESETS["tiny"]().steps // PRESETS["tiny"]().log_every
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
+    policy = load_policy(tiny_run / "policy")
+    # two tasks in the data -> the policy is task-conditioned on their strings
+    assert policy.cfg.task_conditioning == "vocab"
+    assert policy.cfg.task_vocab == ["insert the peg", "transfer the cube"]
+    item = ChunkDataset([dataset], chunk_length=50, progress=False)[10]
+    obs = {"views": item["views"][None], "state": item["state"][None], "task": [item["task"]]}
+    chunk = policy.sample(obs, generator=torch.Generator().manual_seed(0))
+    assert chunk.shape == (1, 50, 14) and torch.isfinite(chunk).all()
+    stats = json.loads((tiny_run / "dataset" / "stats.json").read_text())
+    assert torch.allclose(policy.action_min, torch.tensor(stats["action_min"], dtype=torch.float32))
+
+
+def test_export_cli_round_trips_the_ema_weights_bit_exactly(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "exported"
+    r = subprocess.run(
+        [sys.executable, "-m", "clamp_training", "export", str(tiny_run), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["step"] == PRESETS["tiny"]().steps
+    ema = {
+        k[4:]: v
+        for k, v in load_file(str(tiny_run / "checkpoint" / "train_state.safetensors")).items()
+        if k.startswith("ema.")
+    }
+    loaded = load_policy(out).state_dict()
+    assert set(loaded) == set(ema) and all(torch.equal(loaded[k], ema[k]) for k in ema)
+    r = subprocess.run(
+        [sys.executable, "-m", "clamp_training", "export", str(tmp_path / "no_run"), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and "holds no training checkpoint" in r.stderr
+
+
+def test_resume_continues_from_the_checkpoint(dataset, tmp_path):
+    run = tmp_path / "resume"
+    cfg = build_config("tiny", None, {"steps": 10, "ckpt_every": 10, "log_every": 5})
+    first = train(cfg, [str(dataset)], run, progress=False, export=False)
+    assert first["start_step"] == 0
+    more = build_config("tiny", None, {"steps": 20, "ckpt_every": 10, "log_every": 5})
+    second = train(more, [str(dataset)], run, progress=False)
+    assert second["start_step"] == 10
+    assert [int(r["step"]) for r in csv.DictReader(open(run / "log.csv"))] == [5, 10, 15, 20]
+    other = build_config("tiny", None, {"steps": 30, "policy": {"d_model": 64}})
+    with pytest.raises(SystemExit, match="different policy config.*d_model"):
+        train(other, [str(dataset)], run, progress=False)
+
+
+def test_config_file_and_bad_keys(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("steps: 7\npolicy:\n  decoder_layers: 2\n  image_encoder:\n    patch_size: 8\n")
+    cfg = build_config("tiny", str(f), {"lr": 0.01})
+    assert (cfg.steps, cfg.lr, cfg.policy.decoder_layers, cfg.policy.image_encoder.patch_size) == (7, 0.01, 2, 8)
+    f.write_text("stepz: 7\n")
+    with pytest.raises(SystemExit, match="stepz"):
+        build_config("tiny", str(f), {})
+
+
+def _torchrun(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 400)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        env["MASTER_PORT"],
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_process_gloo_ddp_gradients_equal_one_process(tmp_path):
+    sys.path.insert(0, str(HERE))
+    from ddp_worker import fixed_batch, fresh_policy
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp_grads.safetensors"
+    r = _torchrun([str(HERE / "ddp_worker.py"), str(out)])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ddp = load_file(str(out))
+    policy = fresh_policy()
+    obs, actions, noise, t = fixed_batch()
+    policy(obs, actions, noise=noise, timesteps=t).backward()
+    single = {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}
+    assert set(ddp) == set(single)
+    worst = max(float((ddp[n] - single[n]).abs().max()) for n in single)
+    assert worst < 1e-6, worst
+    assert max(float(g.abs().max()) for g in single.values()) > 1e-3  # the gradients are not trivially 0
+
+
+def test_torchrun_two_processes_trains_and_exports(dataset, tmp_path):
+    run = tmp_path / "ddp_run"
+    r = _torchrun(
+        [
+            "-m",
+            "clamp_training",
+            "train",
+            "--data",
+            str(dataset),
+            "--out",
+            str(run),
+            "--preset",
+            "tiny",
+            "--steps",
+            "10",
+        ]
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    assert summary["world_size"] == 2 and summary["steps"] == 10
+    assert load_policy(run / "policy").cfg.task_vocab == ["insert the peg", "transfer the cube"]
+    shutil.rmtree(run)
