@@ -134,3 +134,20 @@ def test_killed_recorder_keeps_everything_flushed(ros, ros_process, tmp_path, pr
     # at most flush interval (0.2 s) + delivery slack lost: >= all but ~0.6 s of 50 Hz data
     assert seqs[-1] >= seq_at_kill - 30, (seqs[-1], seq_at_kill)
     assert r.topics()[rig.color_topic("cam_high")].count > 10
+
+
+def test_sigint_closes_the_episode_properly(ros, ros_process, tmp_path, profile_path):
+    args = ["-m", "clamp_bringup.recorder_node", "--ros-args"]
+    for k, v in _params(profile_path, tmp_path / "episodes").items():
+        args += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
+    proc = ros_process(args, "recorder")
+    ros.add(SyntheticRig(camera_hz=CAMERA_HZ, context=ros.context))
+    res = _call(ros.node("client"), "/recorder/start", timeout=60.0)
+    assert res.success, res.message
+    time.sleep(1.0)
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(timeout=20) == 0, proc.output()[-3000:]
+    r = EpisodeReader(res.message)  # complete: no warning, metadata.yaml written
+    assert not r.truncated and r.metadata["status"] == "complete"
+    assert "interrupted" in r.metadata["flags"] and r.metadata["success"] is None
+    assert r.topics()[rig.joint_states_topic("leader_left")].count > 20

@@ -185,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default="", help="write the open-loop report (JSON) here")
     ap.add_argument("--plot", default="", help="write an open-loop error plot (PNG) here")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait for late chunks after the bag")
+    ap.add_argument("--delay", type=float, default=1.0, help="seconds for DDS discovery before playing")
     a = ap.parse_args(argv)
 
     import rclpy
@@ -213,9 +214,13 @@ def main(argv=None) -> int:
             only=("perception", "inference"),
             overrides={"inference": {"checkpoint": a.checkpoint}},
         )
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    from clamp_bringup.ros_common import _spin
+
+    stop = threading.Event()
+    spin = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
     spin.start()
     try:
+        time.sleep(max(a.delay, 0.0))
         while True:
             n = player.play()
             print(json.dumps({"replayed": n, "bag": str(a.bag), "rate": a.rate}), flush=True)
@@ -232,6 +237,8 @@ def main(argv=None) -> int:
             Path(a.report).write_text(json.dumps(report, indent=2))
         if a.plot:
             plot_report(report, a.plot)
+    stop.set()
+    spin.join(timeout=5.0)
     if running is not None:
         for n in running.nodes.values():
             executor.remove_node(n)

@@ -74,6 +74,7 @@ def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable
         pass
     finally:
         stop.set()
+        spinner.join(timeout=5.0)  # never tear down under a spinning thread (C++ terminate)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         if rclpy.ok():
