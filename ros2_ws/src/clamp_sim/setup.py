@@ -20,5 +20,12 @@ setup(
     maintainer_email="engineering@clamp-aloha.dev",
     description="Simulated bimanual ALOHA (MuJoCo) speaking the robot's xs_sdk, RealSense and TF interfaces.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "sim_node = clamp_sim.node:main",
+            "generate = clamp_sim.generate:main",
+            "evaluate = clamp_sim.evaluate:main",
+            "bench = clamp_sim.bench:main",
+        ]
+    },
 )

@@ -306,6 +306,14 @@ class AlohaSim:
             mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
             self.task.update(self.model, self.data)
 
+    def step_physics(self, dt: float) -> None:
+        """Advance `dt` seconds of sim time (rounded to physics steps); the node's 100 Hz tick."""
+        for arm in rig.FOLLOWERS:
+            if not self.torque_enabled[arm]:
+                self.data.ctrl[self._act[arm]] = self.data.qpos[self._qadr[arm]]
+        mujoco.mj_step(self.model, self.data, nstep=max(1, round(dt / self.model.opt.timestep)))
+        self.task.update(self.model, self.data)
+
     def joint_states(self, arm: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
         """(names, position, velocity, effort) in xs_sdk order incl. `gripper` and both fingers."""
         q = self.data.qpos[self._qadr[arm]]
@@ -313,8 +321,8 @@ class AlohaSim:
         f = self.data.actuator_force[self._act[arm]]
         g = normalised_from_finger(q[6])
         gripper = rig.FOLLOWER_GRIPPER.closed + g * (rig.FOLLOWER_GRIPPER.open - rig.FOLLOWER_GRIPPER.closed)
-        gripper_vel = normalised_from_finger(v[6]) - normalised_from_finger(0.0)
-        gripper_vel *= rig.FOLLOWER_GRIPPER.open - rig.FOLLOWER_GRIPPER.closed
+        span = (rig.FOLLOWER_GRIPPER.open - rig.FOLLOWER_GRIPPER.closed) / (FINGER_OPEN - FINGER_CLOSED)
+        gripper_vel = v[6] * span
         pos = np.concatenate([q[:6], [gripper], q[6:8]])
         vel = np.concatenate([v[:6], [gripper_vel], v[6:8]])
         eff = np.concatenate([f[:6], [f[6]], f[6:8]])

@@ -122,7 +122,7 @@ def save_strip(result: EpisodeResult, path: Path) -> None:
 
     n = len(result.strip)
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.2))
-    for i, (ax, img) in enumerate(zip(np.atleast_1d(axes), result.strip)):
+    for i, (ax, img) in enumerate(zip(np.atleast_1d(axes), result.strip, strict=False)):
         ax.imshow(img)
         ax.set_axis_off()
         ax.set_title(f"step {i * (result.steps // max(n, 1))}", fontsize=7)

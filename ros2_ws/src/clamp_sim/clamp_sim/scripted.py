@@ -149,7 +149,7 @@ class ScriptedPolicy:
         wps = self.waypoints[arm]
         if t <= wps[0].t:
             return wps[0]
-        for a, b in zip(wps, wps[1:]):
+        for a, b in zip(wps, wps[1:], strict=False):
             if a.t <= t <= b.t:
                 s = (t - a.t) / max(b.t - a.t, 1)
                 s = 0.5 - 0.5 * np.cos(np.pi * s)  # ease in/out: no velocity jumps at waypoints
@@ -276,7 +276,7 @@ class InsertionPolicy(ScriptedPolicy):
         if self.offset is None:  # how the peg sits in the hand (incl. tracking error), once lifted
             grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
             self.offset = grasp - peg
-        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.093)):
+        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.093), strict=False):
             wp.pos = socket + [dx, 0.0, 0.0] + self.offset
 
 
