@@ -20,5 +20,9 @@ setup(
     maintainer_email="engineering@clamp-aloha.dev",
     description="CLAMP encoders, diffusion policy inference and the 50 Hz safe action-chunk executor.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "chunk_executor = clamp_policy.executor_node:main",
+        ]
+    },
 )
