@@ -20,5 +20,11 @@ setup(
     maintainer_email="engineering@clamp-aloha.dev",
     description="RGB-D fusion into a world point cloud and CLAMP virtual views (depth + xyz).",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "perception_node = clamp_perception.node:main",
+            "render_views = clamp_perception.render:main",
+            "perception_bench = clamp_perception.bench:main",
+        ]
+    },
 )

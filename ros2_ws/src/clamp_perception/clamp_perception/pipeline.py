@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -25,6 +26,17 @@ from clamp_perception.render import ViewCamera, render, tile
 from clamp_perception.transforms import TransformBuffer
 
 PACKAGE = "clamp_perception"
+
+
+class CameraImage(NamedTuple):
+    """One camera's depth image as it comes off the wire (pose still to be looked up in TF)."""
+
+    depth: np.ndarray  # (H, W) uint16 mm or float32 m
+    K: np.ndarray  # (3, 3) from camera_info
+    size: tuple[int, int] | None  # (H, W) from camera_info
+    frame_id: str  # optical frame (header.frame_id); "" -> rig.color_optical_frame(camera)
+    distortion: np.ndarray | None = None  # camera_info D
+    stamp_ns: int | None = None  # the image's own stamp; None -> the observation time
 
 
 def default_config_path() -> Path:
@@ -179,18 +191,21 @@ class PerceptionPipeline:
     # ------------------------------------------------------------------------------ TF plumbing
     def frames_from_buffer(
         self,
-        images: dict[str, tuple],
+        images: dict[str, CameraImage | tuple],
         buffer: TransformBuffer,
         stamp_ns: int | None,
     ) -> tuple[dict[str, DepthFrame], dict[str, np.ndarray]]:
-        """Poses from TF for the given camera images and for the followed frames, at `stamp_ns`.
+        """Poses from TF for the camera images (each at its own stamp when it has one) and for the
+        followed frames (at `stamp_ns`, the observation time; None = latest).
 
-        images: {camera: (depth array, K, (H, W) from camera_info, optical frame id, distortion D or None)}.
+        images: {camera: CameraImage(depth, K, (H, W) from camera_info, optical frame id, D, stamp_ns)}.
         Raises transforms.TransformError naming the frames when a pose is unknown or stale.
         """
         frames = {}
-        for cam, (depth, K, size, frame_id, dist) in images.items():
-            T = buffer.lookup(rig.WORLD_FRAME, frame_id or rig.color_optical_frame(cam), stamp_ns)
-            frames[cam] = DepthFrame(depth, K, T, cam, stamp_ns or 0, size=size, distortion=dist)
+        for cam, img in images.items():
+            img = CameraImage(*img)
+            t = img.stamp_ns if img.stamp_ns is not None else stamp_ns
+            T = buffer.lookup(rig.WORLD_FRAME, img.frame_id or rig.color_optical_frame(cam), t)
+            frames[cam] = DepthFrame(img.depth, img.K, T, cam, t or 0, size=img.size, distortion=img.distortion)
         wrist = {f: buffer.lookup(rig.WORLD_FRAME, f, stamp_ns) for f in self.follow_frames}
         return frames, wrist

@@ -1,0 +1,251 @@
+"""PerceptionNode: four aligned depth streams + camera_info + TF -> /clamp/views, /clamp/cloud, /diagnostics.
+
+A thin adapter: the work is PerceptionPipeline (ROS-free), frames are grouped by FrameSynchronizer
+and extrinsics come from a TransformBuffer fed by /tf and /tf_static, exactly as training does
+from a bag.
+
+Published:
+  rig.VIEWS_TOPIC  sensor_msgs/Image 32FC4, 224 x (224*5), views tiled in rig.VIEW_NAMES order,
+                   channels depth, x, y, z (metres; empty pixel = 0), stamp = observation time
+                   (newest depth stamp of the group), frame_id = world.
+  rig.CLOUD_TOPIC  sensor_msgs/PointCloud2 (x, y, z float32, world), voxel-downsampled and
+                   decimated, every `cloud.every_n_frames` processed frames.
+  /diagnostics     per-camera rate and age, processing latency, frames published / skipped and why.
+Never crashes on bad input: the frame is skipped, counted, and a throttled message says why.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
+
+from clamp_perception import rig
+from clamp_perception.msg_conversions import (
+    camera_info_intrinsics,
+    image_to_numpy,
+    ns_to_stamp,
+    numpy_to_image,
+    points_to_cloud,
+    stamp_to_ns,
+)
+from clamp_perception.pipeline import CameraImage, PerceptionPipeline, default_config_path
+from clamp_perception.sync import FrameSynchronizer
+from clamp_perception.transforms import TransformBuffer, TransformError
+
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+TF_STATIC_QOS = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+OUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _image_qos(name: str) -> QoSProfile:
+    if name == "sensor_data":  # best effort matches reliable and best-effort camera drivers alike
+        return QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+    if name == "reliable":
+        return QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+    raise ValueError(f"image_qos must be 'sensor_data' or 'reliable', got {name!r}")
+
+
+class _Rate:
+    """Messages per second over a sliding window of arrival times (monotonic clock)."""
+
+    def __init__(self, window: int = 30) -> None:
+        self.times: collections.deque = collections.deque(maxlen=window)
+
+    def tick(self) -> None:
+        self.times.append(time.monotonic())
+
+    def hz(self) -> float:
+        if len(self.times) < 2 or time.monotonic() - self.times[-1] > 2.0:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+class PerceptionNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("clamp_perception", **kwargs)
+        self.declare_parameter("config_file", "")  # empty: the package's config/perception.yaml
+        self.declare_parameter("image_qos", "sensor_data")  # or "reliable"
+        self.declare_parameter("publish_cloud", True)
+        self.declare_parameter("diagnostics_period_s", 1.0)
+        config_file = self.get_parameter("config_file").value or str(default_config_path())
+        self.pipeline = PerceptionPipeline.from_config(config_file)
+        cfg = self.pipeline.config
+        sync_cfg, tf_cfg, cloud_cfg = cfg.get("sync", {}) or {}, cfg.get("tf", {}) or {}, cfg.get("cloud", {}) or {}
+        required = list(sync_cfg.get("required_cameras", rig.CAMERAS))
+        optional = list(sync_cfg.get("optional_cameras", []))
+        unknown = [c for c in required + optional if c not in rig.CAMERAS]
+        if unknown:
+            raise ValueError(f"{config_file}: cameras {unknown} are not rig cameras {rig.CAMERAS}")
+        self.sync = FrameSynchronizer(required, optional, int(float(sync_cfg.get("tolerance_ms", 20.0)) * 1e6))
+        self.max_age_ns = int(float(sync_cfg.get("max_age_ms", 200.0)) * 1e6)
+        self.tf = TransformBuffer(
+            float(tf_cfg.get("cache_s", 10.0)), float(tf_cfg.get("extrapolation_tolerance_ms", 50.0)) / 1e3
+        )
+        self.cloud_every = max(1, int(cloud_cfg.get("every_n_frames", 5)))
+        self.publish_cloud = bool(self.get_parameter("publish_cloud").value)
+
+        self.infos: dict[str, CameraInfo] = {}
+        self.rates = {c: _Rate() for c in self.sync.cameras}
+        self.latency_ms: collections.deque = collections.deque(maxlen=100)
+        self.published = 0
+        self.skipped: collections.Counter = collections.Counter()
+        self.last_problem = ""
+        self._skipped_reported = 0
+
+        image_qos = _image_qos(self.get_parameter("image_qos").value)
+        for cam in self.sync.cameras:
+            topic = rig.depth_topic(cam)
+            self.create_subscription(Image, topic, lambda m, c=cam: self._on_depth(c, m), image_qos)
+            self.create_subscription(
+                CameraInfo, rig.camera_info_topic(topic), lambda m, c=cam: self.infos.__setitem__(c, m), image_qos
+            )
+        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
+        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
+        self.views_pub = self.create_publisher(Image, rig.VIEWS_TOPIC, OUT_QOS)
+        self.cloud_pub = self.create_publisher(PointCloud2, rig.CLOUD_TOPIC, OUT_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
+        self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self._publish_diagnostics)
+        self.get_logger().info(
+            f"perception: {len(required)} required + {len(optional)} optional cameras, "
+            f"views {self.pipeline.view_names}, config {config_file}"
+        )
+
+    # ---------------------------------------------------------------------------------- inputs
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        try:
+            self.tf.add_message(msg, static=static)
+        except ValueError as exc:  # NaN transform, empty frame name: drop it, say so
+            self._skip("bad_tf", f"ignored a {'/tf_static' if static else '/tf'} message: {exc}")
+
+    def _on_depth(self, cam: str, msg: Image) -> None:
+        self.rates[cam].tick()
+        self.sync.add(cam, stamp_to_ns(msg.header.stamp), msg)
+        group = self.sync.pop()
+        if group is not None:
+            self._process(group)
+
+    def _skip(self, reason: str, text: str) -> None:
+        self.skipped[reason] += 1
+        self.last_problem = text
+        self.get_logger().warning(text, throttle_duration_sec=2.0)
+
+    # ------------------------------------------------------------------------------------ work
+    def _process(self, group) -> None:
+        t0 = time.perf_counter()
+        images = {}
+        for cam, msg in group.frames.items():
+            info = self.infos.get(cam)
+            if info is None:
+                self._skip("no_camera_info", f"no camera_info received yet for {cam}; skipping the frame")
+                return
+            try:
+                depth = image_to_numpy(msg)
+                intr = camera_info_intrinsics(info)
+            except ValueError as exc:
+                self._skip("bad_input", f"{cam}: {exc}")
+                return
+            images[cam] = CameraImage(
+                depth,
+                intr.K,
+                (intr.height, intr.width),
+                msg.header.frame_id or rig.color_optical_frame(cam),
+                intr.D if intr.distortion_model else None,
+                group.stamps[cam],
+            )
+        if group.missing_optional:
+            self.get_logger().warning(
+                f"optional camera(s) {group.missing_optional} have no frame near {group.stamp_ns / 1e9:.3f}s; "
+                "rendering without them",
+                throttle_duration_sec=5.0,
+            )
+        try:
+            frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
+            views, cloud = self.pipeline.process(frames, wrist)
+        except TransformError as exc:
+            self._skip("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
+            return
+        except ValueError as exc:
+            self._skip("bad_input", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
+            return
+        stamp = ns_to_stamp(group.stamp_ns)
+        self.views_pub.publish(numpy_to_image(self.pipeline.tile(views), "32FC4", stamp, rig.WORLD_FRAME))
+        self.published += 1
+        if self.publish_cloud and self.published % self.cloud_every == 1 % self.cloud_every:
+            pts = self.pipeline.cloud_for_publishing(cloud, seed=self.published)
+            self.cloud_pub.publish(points_to_cloud(pts, rig.WORLD_FRAME, stamp))
+        self.latency_ms.append((time.perf_counter() - t0) * 1e3)
+
+    # ----------------------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels (bytes in the message)
+        level, problems, values = OK, [], []
+        for cam in self.sync.cameras:
+            last = self.sync.last_stamp.get(cam)
+            age_ms = float("inf") if last is None else (now_ns - last) / 1e6
+            values += [
+                KeyValue(key=f"{cam} rate_hz", value=f"{self.rates[cam].hz():.1f}"),
+                KeyValue(key=f"{cam} age_ms", value="never" if last is None else f"{age_ms:.0f}"),
+            ]
+            required = cam in self.sync.required
+            if last is None or age_ms > self.max_age_ns / 1e6:
+                what = "no frame yet" if last is None else f"last frame {age_ms:.0f} ms ago"
+                problems.append(f"{cam} {'(required)' if required else '(optional)'}: {what}")
+                level = max(level, ERROR if required else WARN)
+                if required:
+                    self.get_logger().warning(
+                        f"required camera {cam} is stale ({what}, topic {rig.depth_topic(cam)}); no views until it "
+                        "is back",
+                        throttle_duration_sec=5.0,
+                    )
+        skipped_now = sum(self.skipped.values())
+        if level == OK and skipped_now > self._skipped_reported:  # frames were skipped since the last report
+            level = WARN
+        self._skipped_reported = skipped_now
+        lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        values += [
+            KeyValue(key="latency_ms_median", value=f"{np.median(lat):.1f}"),
+            KeyValue(key="latency_ms_max", value=f"{lat.max():.1f}"),
+            KeyValue(key="views_published", value=str(self.published)),
+            KeyValue(key="frames_unmatched", value=str(self.sync.dropped_unmatched)),
+        ]
+        values += [KeyValue(key=f"skipped {k}", value=str(v)) for k, v in sorted(self.skipped.items())]
+        if self.last_problem:
+            values.append(KeyValue(key="last_problem", value=self.last_problem))
+        message = "; ".join(problems) if problems else ("ok" if level == OK else self.last_problem)
+        status = DiagnosticStatus(
+            level=bytes([level]),
+            name="clamp_perception: views",
+            message=message[:500],
+            hardware_id="clamp_perception",
+            values=values,
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = PerceptionNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
