@@ -81,7 +81,7 @@ PRESETS = {
     ),
     # the small default: trains on this CPU, infers in ~30 ms
     "default": lambda: TrainConfig(
-        policy=PolicyConfig(image_encoder=ImageEncoderConfig(view_size=112, patch_size=16, dim=128))
+        policy=PolicyConfig(image_encoder=ImageEncoderConfig(view_size=112, patch_size=16, dim=128)), threads=1
     ),
     "paper": lambda: TrainConfig(
         policy=paper_config(),
