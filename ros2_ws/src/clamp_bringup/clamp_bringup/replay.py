@@ -127,6 +127,15 @@ class BagPlayer:
         self.published = 0
         self.stop_event = threading.Event()
 
+    def wait_for_subscribers(self, timeout: float) -> list[str]:
+        """Wait until every selected topic has a subscriber (or `timeout`); returns those still without."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lonely = [t for t, p in self._pubs.items() if p.get_subscription_count() == 0]
+            if not lonely or time.monotonic() >= deadline:
+                return lonely
+            time.sleep(0.05)
+
     def _publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
 
@@ -186,6 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default="", help="write an open-loop error plot (PNG) here")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait for late chunks after the bag")
     ap.add_argument("--delay", type=float, default=1.0, help="seconds for DDS discovery before playing")
+    ap.add_argument(
+        "--wait-subscribers", type=float, default=0.0, metavar="S", help="wait up to S s for a subscriber per topic"
+    )
     a = ap.parse_args(argv)
 
     import rclpy
@@ -221,6 +233,10 @@ def main(argv=None) -> int:
     spin.start()
     try:
         time.sleep(max(a.delay, 0.0))
+        if a.wait_subscribers > 0:
+            lonely = player.wait_for_subscribers(a.wait_subscribers)
+            if lonely:
+                node.get_logger().warn(f"playing although nobody subscribes to {lonely}")
         while True:
             n = player.play()
             print(json.dumps({"replayed": n, "bag": str(a.bag), "rate": a.rate}), flush=True)
