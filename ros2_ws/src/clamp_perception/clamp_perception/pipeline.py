@@ -14,6 +14,7 @@ or TF frame: T_world_gripper 4x4} for the wrist views. With TF data instead of p
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -86,6 +87,7 @@ class PerceptionPipeline:
         cloud_voxel: float = 0.0,
         cloud_max_points: int = 0,
         fill_min_neighbours: int = 0,
+        threads: int = 1,
         config: dict | None = None,
     ) -> None:
         if not views:
@@ -108,6 +110,9 @@ class PerceptionPipeline:
         self.cloud_voxel = float(cloud_voxel)
         self.cloud_max_points = int(cloud_max_points)
         self.fill_min_neighbours = int(fill_min_neighbours)
+        self.threads = int(threads)
+        # worker threads for per-camera fusion and per-view rendering (numpy drops the GIL in its loops)
+        self._executor = ThreadPoolExecutor(self.threads, "clamp_perception") if threads > 1 else None
         self.config = config or {}
 
     @classmethod
@@ -135,6 +140,7 @@ class PerceptionPipeline:
             cloud_voxel=float(cloud.get("voxel_m", 0.0)),
             cloud_max_points=int(cloud.get("max_points", 0)),
             fill_min_neighbours=int(_section(cfg, "render").get("fill_min_neighbours", 0)),
+            threads=int(_section(cfg, "render").get("threads", 1)),
             config=cfg,
         )
 
@@ -156,16 +162,11 @@ class PerceptionPipeline:
     def fuse(self, frames) -> np.ndarray:
         """World cloud (3, N) float32 of the frames, cropped."""
         frames = list(frames.values()) if isinstance(frames, dict) else list(frames)
-        return fuse(
-            frames,
-            self.pixel_stride,
-            self.depth_scale,
-            self.min_depth,
-            self.max_depth,
-            self.box_min,
-            self.box_max,
-            self.allow_distortion,
-        )
+        args = (self.pixel_stride, self.depth_scale, self.min_depth, self.max_depth, self.box_min, self.box_max)
+        if self._executor is None or len(frames) < 2:
+            return fuse(frames, *args, self.allow_distortion)
+        parts = self._executor.map(lambda f: fuse([f], *args, self.allow_distortion), frames)
+        return np.concatenate(list(parts), axis=1)
 
     def view_poses(self, wrist_poses: dict[str, np.ndarray] | None) -> list[np.ndarray]:
         """T_world_view per view; wrist poses may be keyed by follower arm or by TF frame."""
@@ -175,7 +176,9 @@ class PerceptionPipeline:
         return [v.pose(by_frame) for v in self.views]
 
     def render(self, points: np.ndarray, wrist_poses: dict[str, np.ndarray] | None) -> np.ndarray:
-        return render(points, self.views, self.view_poses(wrist_poses), self.fill_min_neighbours)
+        return render(
+            points, self.views, self.view_poses(wrist_poses), self.fill_min_neighbours, executor=self._executor
+        )
 
     def process(self, frames, wrist_poses: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """-> (views (V, H, W, 4) float32 [depth, x, y, z], fused cloud (N, 3) float32 in world)."""
