@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "chunk_executor = clamp_policy.executor_node:main",
+            "inference_node = clamp_policy.inference_node:main",
         ]
     },
 )
