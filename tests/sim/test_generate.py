@@ -11,7 +11,6 @@ import pytest
 from clamp_perception import rig
 from clamp_perception.episode_bag import EpisodeReader
 from clamp_perception.transforms import TransformBuffer
-
 from clamp_sim.generate import generate
 
 
@@ -59,15 +58,36 @@ def test_bag_has_every_topic_at_its_rate(bag):
 
 
 def test_cli_rejects_bad_task(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "clamp_sim.generate", "--task", "juggle", "--out", str(tmp_path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "clamp_sim.generate", "--task", "juggle", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "invalid choice" in r.stderr
 
 
 def test_evaluate_cli_writes_table_and_png(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "clamp_sim.evaluate", "--task", "transfer_cube", "--episodes", "1",
-                        "--seed", "4", "--out", str(tmp_path), "--image-size", "48", "64"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clamp_sim.evaluate",
+            "--task",
+            "transfer_cube",
+            "--episodes",
+            "1",
+            "--seed",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--image-size",
+            "48",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["transfer_cube"]["success_rate"] == 1.0

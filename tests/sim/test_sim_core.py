@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from clamp_perception import rig
-
 from clamp_sim.aloha_sim import AlohaSim
 from clamp_sim.evaluate import run_episode
 from clamp_sim.scripted import make_scripted_policy
@@ -96,5 +95,6 @@ def test_depth_and_intrinsics_match_known_geometry():
         # wrist camera is rigidly mounted on the gripper frame
         parent, T = sim.camera_mount("cam_left_wrist")
         assert parent == rig.gripper_frame("follower_left")
-        np.testing.assert_allclose(sim.gripper_pose("follower_left") @ T, frames["cam_left_wrist"].T_world_cam,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            sim.gripper_pose("follower_left") @ T, frames["cam_left_wrist"].T_world_cam, atol=1e-9
+        )
