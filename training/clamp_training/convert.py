@@ -43,8 +43,8 @@ class ConvertOptions:
     control_hz: float = 50.0
     views: bool = True
     rgb_scale: float = 0.25  # 0 disables storing colour images
-    sync_tolerance_s: float = 0.02  # camera messages of one frame set lie within this of each other
-    cameras: list = field(default_factory=list)  # default rig.CAMERAS
+    sync_tolerance_s: float | None = None  # depth stamps of one observation (None: the perception config's)
+    cameras: list = field(default_factory=list)  # required cameras (empty: the perception config's / rig.CAMERAS)
     perception_config: str | None = None  # YAML for clamp_perception's pipeline (its default if None)
 
 
@@ -110,48 +110,63 @@ def _downscale_rgb(img: np.ndarray, scale: float) -> np.ndarray:
     return np.round(x).astype(np.uint8)
 
 
-class _FrameSets:
-    """Groups the cameras' colour/depth/camera_info messages into synchronous frame sets."""
+class _CameraStreams:
+    """Camera messages grouped into observations exactly as the perception node groups them:
+    clamp_perception.sync.FrameSynchronizer over the aligned depth images (required / optional
+    cameras, stamp tolerance), the latest camera_info per camera, and for the stored colour images
+    the colour frame nearest each depth frame."""
 
-    def __init__(self, cameras: list[str], tolerance_ns: int) -> None:
+    def __init__(self, required: list[str], optional: list[str], tolerance_ns: int, need_color: bool) -> None:
+        from collections import deque
+
         from clamp_perception import rig
+        from clamp_perception.sync import FrameSynchronizer
 
-        self.cameras = cameras
+        self.sync = FrameSynchronizer(required, optional, tolerance_ns)
+        self.cameras = required + optional
         self.tol = tolerance_ns
+        self.need_color = need_color
         self.role: dict[str, tuple[str, str]] = {}
-        for cam in cameras:
-            color, depth = rig.color_topic(cam), rig.depth_topic(cam)
-            self.role[color] = (cam, "color")
-            self.role[depth] = (cam, "depth")
-            self.role[rig.camera_info_topic(color)] = (cam, "color_info")
-            self.role[rig.camera_info_topic(depth)] = (cam, "depth_info")
-        self.latest: dict[tuple[str, str], tuple[int, object]] = {}
-        self.last_emitted = -1
-        self.dropped = 0
-
-    def topics(self) -> list[str]:
-        return list(self.role)
-
-    def add(self, topic: str, stamp: int, msg) -> tuple[int, dict] | None:
-        """Feed one message; returns (stamp, {cam: {color, depth, color_info, depth_info}}) when a
-        new complete set exists (all images within tolerance of the reference camera's colour)."""
-        self.latest[self.role[topic]] = (stamp, msg)
-        ref = self.latest.get((self.cameras[0], "color"))
-        if ref is None or ref[0] <= self.last_emitted:
-            return None
-        frames: dict = {}
+        self.required_topics: list[str] = []
         for cam in self.cameras:
-            parts = {}
-            for kind in ("color", "depth", "color_info", "depth_info"):
-                got = self.latest.get((cam, kind))
-                if got is None:
-                    return None
-                if kind in ("color", "depth") and abs(got[0] - ref[0]) > self.tol:
-                    return None
-                parts[kind] = got[1]
-            frames[cam] = parts
-        self.last_emitted = ref[0]
-        return ref[0], frames
+            depth = rig.depth_topic(cam)
+            self.role[depth] = (cam, "depth")
+            self.role[rig.camera_info_topic(depth)] = (cam, "depth_info")
+            topics = [depth, rig.camera_info_topic(depth)]
+            if need_color:
+                self.role[rig.color_topic(cam)] = (cam, "color")
+                topics.append(rig.color_topic(cam))
+            if cam in required:
+                self.required_topics += topics
+        self.infos: dict[str, object] = {}
+        self.colors = {cam: deque(maxlen=16) for cam in self.cameras}
+        self.ready: list = []  # FrameGroups popped from the synchroniser, not yet processed
+
+    def add(self, topic: str, stamp: int, msg) -> None:
+        cam, kind = self.role[topic]
+        if kind == "depth":
+            self.sync.add(cam, stamp, msg)
+            group = self.sync.pop()
+            if group is not None:
+                self.ready.append(group)
+        elif kind == "depth_info":
+            self.infos[cam] = msg
+        else:
+            self.colors[cam].append((stamp, msg))
+
+    def complete(self, group) -> bool:
+        """Everything the group needs has been read (camera_info, colour at or after its stamp)."""
+        if any(cam not in self.infos for cam in group.frames):
+            return False
+        if self.need_color:
+            for cam, t in group.stamps.items():
+                if not self.colors[cam] or self.colors[cam][-1][0] < t - self.tol:
+                    return False
+        return True
+
+    def color_for(self, cam: str, stamp: int):
+        best = min(self.colors[cam], key=lambda sm: abs(sm[0] - stamp), default=None)
+        return best[1] if best is not None and abs(best[0] - stamp) <= self.tol else None
 
 
 def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: ConvertOptions) -> dict:
@@ -172,14 +187,20 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
         raise ConvertError(f"bag {bag}: {exc}") from exc
     bag_warnings = [str(w.message) for w in caught]
     meta = reader.metadata or {}
-    cameras = list(opts.cameras or rig.CAMERAS)
     need_cams = opts.views or opts.rgb_scale > 0
-    frame_sets = _FrameSets(cameras, int(opts.sync_tolerance_s * 1e9)) if need_cams else None
+    perception = _Perception(opts.perception_config) if opts.views else None
+    required_cams, optional_cams, tol_s = list(opts.cameras or rig.CAMERAS), [], opts.sync_tolerance_s
+    if perception is not None and not opts.cameras:  # the node's own camera grouping
+        required_cams, optional_cams, node_tol = perception.sync_settings()
+        tol_s = tol_s if tol_s is not None else node_tol
+    tol_s = 0.02 if tol_s is None else tol_s
+    streams = _CameraStreams(required_cams, optional_cams, int(tol_s * 1e9), opts.rgb_scale > 0) if need_cams else None
+    cameras = streams.cameras if streams else []
 
     joint_topics = {rig.joint_states_topic(a): a for a in (*rig.FOLLOWERS, *rig.LEADERS)}
     required = list(joint_topics)
     if need_cams:
-        required += frame_sets.topics()
+        required += streams.required_topics
     if opts.views and "/tf" not in topics:
         required.append("/tf_static")  # camera extrinsics (and wrist poses) come from TF
     missing = [t for t in required if t not in topics]
@@ -189,7 +210,6 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
             fix += ", or convert without cameras (--no-views --rgb-scale 0)"
         raise ConvertError(f"bag {bag} lacks topic(s) {missing}; {fix}. Topics present: {sorted(topics)}")
 
-    perception = _Perception(opts.perception_config, cameras) if opts.views else None
     joints: dict[str, list[tuple[int, dict]]] = {a: [] for a in joint_topics.values()}
     task_msgs: list[str] = []
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -199,26 +219,39 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
     views_arr = None
     rgb_arrs: dict[str, object] = {}
     frame_times: list[int] = []
-    pending: list[tuple[int, dict]] = []  # complete frame sets waiting for TF past their stamp
     tf_latest = -1
     skipped: dict[str, int] = {}
 
     def flush_pending(final: bool) -> None:
+        """Process popped groups once TF has reached their stamp (interpolation, not extrapolation)."""
         nonlocal views_arr
-        while pending and (final or pending[0][0] <= tf_latest or perception is None):
-            stamp, frames = pending.pop(0)
+        while streams.ready:
+            g = streams.ready[0]
+            ok = streams.complete(g) and (perception is None or g.stamp_ns <= tf_latest)
+            if not (ok or final):
+                return
+            streams.ready.pop(0)
+            stamp = g.stamp_ns
             if perception is not None:
                 try:
-                    v = perception.render(frames, stamp)
+                    v = perception.render(g, streams.infos)
                 except _SkipFrame as exc:
-                    skipped[str(exc)] = skipped.get(str(exc), 0) + 1
+                    reason = str(exc).split(":")[0]
+                    skipped[reason] = skipped.get(reason, 0) + 1
                     continue
                 if views_arr is None:
                     views_arr = group.create_array("views", shape=(0, *v.shape), chunks=(1, *v.shape), dtype="float16")
                 views_arr.append(v[None].astype(np.float16))
             if opts.rgb_scale > 0:
                 for cam in cameras:
-                    img = _downscale_rgb(_image_array(frames[cam]["color"])[..., :3], opts.rgb_scale)
+                    msg = streams.color_for(cam, g.stamps.get(cam, stamp))
+                    if msg is None:  # optional camera absent, or no colour near the depth frame
+                        skipped["rgb_missing"] = skipped.get("rgb_missing", 0) + 1
+                        if cam not in rgb_arrs:
+                            continue
+                        img = np.zeros(rgb_arrs[cam].shape[1:], np.uint8)
+                    else:
+                        img = _downscale_rgb(_image_array(msg)[..., :3], opts.rgb_scale)
                     arr = rgb_arrs.get(cam)
                     if arr is None:
                         arr = group.create_array(
@@ -240,12 +273,11 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
                         tf_latest = max(tf_latest, max((_stamp_ns(t, 0) for t in m.msg.transforms), default=-1))
             elif m.topic == rig.TASK_TOPIC:
                 task_msgs.append(str(m.msg.data))
-            elif frame_sets is not None and m.topic in frame_sets.role:
-                got = frame_sets.add(m.topic, _stamp_ns(m.msg, m.stamp_ns), m.msg)
-                if got is not None:
-                    pending.append(got)
-                    flush_pending(final=False)
-        flush_pending(final=True)
+            elif streams is not None and m.topic in streams.role:
+                streams.add(m.topic, _stamp_ns(m.msg, m.stamp_ns), m.msg)
+                flush_pending(final=False)
+        if streams is not None:
+            flush_pending(final=True)
     except EpisodeBagError as exc:
         raise ConvertError(f"bag {bag}: {exc}") from exc
 
@@ -262,9 +294,9 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
     if need_cams:
         if not frame_times:
             raise ConvertError(
-                f"bag {bag}: no complete camera frame set (all of {cameras} with colour, depth and camera_info "
-                f"within {opts.sync_tolerance_s * 1e3:.0f} ms); skipped: {skipped or 'none'}. Check the camera "
-                "topics or raise --sync-tolerance"
+                f"bag {bag}: no complete camera frame set (depth of {required_cams} within {tol_s * 1e3:.0f} ms, "
+                f"with camera_info and TF); skipped: {skipped or 'none'}. Check the camera topics and TF, or "
+                "raise --sync-tolerance"
             )
         t0 = max(t0, frame_times[0])
     period = int(round(1e9 / opts.control_hz))
@@ -302,13 +334,16 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
     else:
         group.create_array("view_index", data=np.zeros(len(grid), np.int32), chunks=(4096,))
 
-    task = str(meta.get("task") or (task_msgs[-1] if task_msgs else ""))
+    # the text on /clamp/task is what the inference node will hear at run time; episode.yaml's task
+    # (an id in sim bags) is kept as task_id
+    task = str(task_msgs[-1] if task_msgs else meta.get("task") or "")
     extras = dict(meta.get("extras") or {})
-    objects = extras.get("object_positions") or extras.get("objects") or {}
+    objects = extras.get("object_positions") or extras.get("objects") or extras.get("objects_start") or {}
     info = {
         "name": out_path.name[: -len(".zarr")] if out_path.name.endswith(".zarr") else out_path.name,
         "bag": str(bag.resolve()),
         "task": task,
+        "task_id": meta.get("task"),
         "success": meta.get("success"),
         "source": meta.get("source"),
         "action_source": meta.get("action_source"),
@@ -318,6 +353,7 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
         "steps": len(grid),
         "frames": len(frame_times),
         "duration_s": float((grid[-1] - grid[0]) / 1e9),
+        "cameras": cameras,
         "frame_sets_skipped": skipped,
         "bag_warnings": bag_warnings,
         "truncated": bool(reader.truncated),
@@ -335,39 +371,59 @@ class _SkipFrame(Exception):
 
 
 class _Perception:
-    """clamp_perception's pipeline fed from bag messages: the same code the perception node runs."""
+    """clamp_perception's pipeline fed from bag messages as the perception node feeds it from topics:
+    same config (incl. its sync and tf sections), same CameraImage construction, same TF lookups."""
 
-    def __init__(self, config_path: str | None, cameras: list[str]) -> None:
+    def __init__(self, config_path: str | None) -> None:
         try:
             from clamp_perception.pipeline import PerceptionPipeline
             from clamp_perception.transforms import TransformBuffer
         except ImportError as exc:
-            raise ConvertError(
-                f"rendering views needs clamp_perception.pipeline ({exc}); convert with --no-views meanwhile"
-            ) from exc
-        self.tf = TransformBuffer(cache_time_s=1e6)  # a whole episode, as training may look back arbitrarily
-        self.cameras = cameras
+            raise ConvertError(f"rendering views needs clamp_perception.pipeline ({exc}); or use --no-views") from exc
         self.pipeline = PerceptionPipeline.from_config(config_path)
+        tf_cfg = self.pipeline.config.get("tf", {}) or {}
+        # the node keeps `cache_s` of TF; a bag is read in order, so a long cache changes nothing but
+        # never drops a transform a delayed frame group still needs
+        self.tf = TransformBuffer(1e6, float(tf_cfg.get("extrapolation_tolerance_ms", 50.0)) / 1e3)
+
+    def sync_settings(self) -> tuple[list[str], list[str], float]:
+        from clamp_perception import rig
+
+        sync = self.pipeline.config.get("sync", {}) or {}
+        return (
+            list(sync.get("required_cameras", rig.CAMERAS)),
+            list(sync.get("optional_cameras", [])),
+            float(sync.get("tolerance_ms", 20.0)) / 1e3,
+        )
 
     def add_tf(self, msg, static: bool) -> None:
         self.tf.add_message(msg, static=static)
 
-    def render(self, frames: dict, stamp_ns: int) -> np.ndarray:
-        """frame set -> views (V, 4, S, S) float32 (channels depth, x, y, z; empty pixels 0)."""
+    def render(self, group, infos: dict) -> np.ndarray:
+        """FrameGroup -> views (V, 4, S, S) float32 (channels depth, x, y, z; empty pixels 0)."""
+        from clamp_perception import rig
         from clamp_perception.msg_conversions import camera_info_intrinsics, image_to_numpy
+        from clamp_perception.pipeline import CameraImage
         from clamp_perception.transforms import TransformError
 
         images = {}
-        for cam in self.cameras:
-            parts = frames[cam]
-            intr = camera_info_intrinsics(parts["depth_info"])
-            frame_id = parts["depth"].header.frame_id
-            images[cam] = (image_to_numpy(parts["depth"]), intr.K, (intr.height, intr.width), frame_id, intr.D)
         try:
-            depth_frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, stamp_ns)
+            for cam, msg in group.frames.items():
+                intr = camera_info_intrinsics(infos[cam])
+                images[cam] = CameraImage(
+                    image_to_numpy(msg),
+                    intr.K,
+                    (intr.height, intr.width),
+                    msg.header.frame_id or rig.color_optical_frame(cam),
+                    intr.D if intr.distortion_model else None,
+                    group.stamps[cam],
+                )
+            frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
+            views, _ = self.pipeline.process(frames, wrist)  # (V, S, S, 4)
         except TransformError as exc:
-            raise _SkipFrame(f"TF: {exc}") from exc
-        views, _ = self.pipeline.process(depth_frames, wrist)  # (V, S, S, 4)
+            raise _SkipFrame(f"missing_tf: {exc}") from exc
+        except ValueError as exc:
+            raise _SkipFrame(f"bad_input: {exc}") from exc
         return np.ascontiguousarray(np.transpose(views, (0, 3, 1, 2)), dtype=np.float32)
 
 
@@ -447,8 +503,6 @@ def convert(
     from tqdm import tqdm
 
     opts = opts or ConvertOptions()
-    if not opts.cameras:
-        opts.cameras = list(rig.CAMERAS)
     out = Path(out)
     bags = find_bags(bag_paths)
     if not bags:
@@ -500,7 +554,7 @@ def convert(
         "control_hz": opts.control_hz,
         "chunk_length": rig.CHUNK_LENGTH,
         "action_names": list(rig.ACTION_NAMES),
-        "cameras": opts.cameras,
+        "cameras": first.attrs.get("cameras"),
         "view_names": list(rig.VIEW_NAMES),
         "view_channels": list(rig.VIEW_CHANNELS),
         "view_shape": view_shape,
@@ -522,7 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-views", action="store_true", help="skip rendering the CLAMP views")
     ap.add_argument("--rgb-scale", type=float, default=0.25, help="colour image scale (0: do not store)")
     ap.add_argument("--control-hz", type=float, default=50.0)
-    ap.add_argument("--sync-tolerance", type=float, default=0.02, help="s between cameras of one frame set")
+    ap.add_argument(
+        "--sync-tolerance",
+        type=float,
+        default=None,
+        help="s between the cameras' depth frames of "
+        "one observation (default: the perception config's sync.tolerance_ms)",
+    )
     ap.add_argument("--perception-config", default=None, help="YAML for clamp_perception's pipeline")
     ap.add_argument("--overwrite", action="store_true", help="discard an existing dataset at --out")
     args = ap.parse_args(argv)
