@@ -9,6 +9,8 @@ optionally 14-D joint commands at a chosen rate (the control loop the recorder m
 from __future__ import annotations
 
 import array
+import threading
+import time
 
 import numpy as np
 from clamp_perception import rig
@@ -43,13 +45,46 @@ class SyntheticRig(Node):
         self.cmd = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 10)
         static = TFMessage(transforms=[self._tf("world", rig.color_optical_frame(c)) for c in rig.CAMERAS])
         self.tf_static.publish(static)
-        self.create_timer(1.0 / joint_hz, self._joints)
-        self.create_timer(1.0 / camera_hz, self._cameras)
-        self.create_timer(0.5, lambda: self.task.publish(String(data="transfer the cube")))
-        if command_hz:
-            self.create_timer(1.0 / command_hz, self._command)
         self._rgb = array.array("B", np.full(24 * 32 * 3, 100, np.uint8).tobytes())
         self._depth = array.array("B", np.full(24 * 32, 500, np.uint16).tobytes())
+        # One thread with absolute deadlines and nominal header stamps (rclpy timers burst under load,
+        # which would make the streams themselves irregular); late events are published late, never skipped.
+        self._streams = [(1.0 / joint_hz, self._joints), (1.0 / camera_hz, self._cameras), (0.5, self._task)]
+        if command_hz:
+            self._streams.append((1.0 / command_hz, self._command))
+        self._stop = threading.Event()
+        self._t0_ns = self.get_clock().now().nanoseconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        t0 = time.monotonic()
+        counts = [0] * len(self._streams)
+        while not self._stop.is_set():
+            due = [t0 + (counts[i] + 1) * period for i, (period, _) in enumerate(self._streams)]
+            i = int(np.argmin(due))
+            delay = due[i] - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            counts[i] += 1
+            try:
+                self._streams[i][1](self._t0_ns + int((due[i] - t0) * 1e9))
+            except Exception:  # context shut down at the end of a test
+                return
+
+    def destroy_node(self):
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        super().destroy_node()
+
+    @staticmethod
+    def _stamp(ns):
+        from builtin_interfaces.msg import Time
+
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def _task(self, ns):
+        self.task.publish(String(data="transfer the cube"))
 
     def _tf(self, parent, child):
         t = TransformStamped()
@@ -58,9 +93,9 @@ class SyntheticRig(Node):
         t.transform.rotation.w = 1.0
         return t
 
-    def _joints(self):
+    def _joints(self, ns):
         self.seq += 1
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._stamp(ns)
         for pub in self.js.values():
             msg = JointState(name=list(rig.XS_JOINT_NAMES), position=[float(self.seq)] + [0.1] * 8)
             msg.header.stamp = stamp
@@ -68,9 +103,9 @@ class SyntheticRig(Node):
             pub.publish(msg)
         self.tf.publish(TFMessage(transforms=[self._tf("world", "follower_left/ee_gripper_link")]))
 
-    def _cameras(self):
+    def _cameras(self, ns):
         self.frame += 1
-        stamp = self.get_clock().now().to_msg()
+        stamp = self._stamp(ns)
         for topic, pub in self.img.items():
             if self.drop_every and topic.startswith(f"/{self.drop_cam}/") and self.frame % self.drop_every == 0:
                 continue
@@ -84,5 +119,5 @@ class SyntheticRig(Node):
             info.header = msg.header
             self.info[topic].publish(info)
 
-    def _command(self):
+    def _command(self, ns):
         self.cmd.publish(JointState(name=list(rig.ACTION_NAMES), position=[0.0] * 14))

@@ -166,6 +166,22 @@ def xsarm_include(arm: str, spec: dict) -> IncludeSpec:
     )
 
 
+def sim_parameters(profile: dict) -> dict[str, Any]:
+    """clamp_sim parameters from the profile: task/seed/rate_factor, image size and rate of the cameras."""
+    cams = profile["cameras"]
+    if not cams:
+        return {**profile["sim"], "camera_hz": 0.0, "joint_state_hz": profile["joint_state_hz"]}
+    w, h, fps = next(iter(cams.values())).get("color_profile", (640, 480, 10))
+    return {
+        **profile["sim"],
+        "image_width": int(w),
+        "image_height": int(h),
+        "camera_hz": float(fps),
+        "joint_state_hz": float(profile["joint_state_hz"]),
+        "cameras": list(cams),
+    }
+
+
 def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
     """The node graph of `profile` (a loaded profile or its name/path) in `mode`."""
     if mode not in MODES:
@@ -193,8 +209,7 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
                     _static_tf(f"tf_{cam}_mount", m["parent"], f"{spec['camera_name']}_link", m["xyz"], m["rpy"])
                 )
     else:
-        sim = prof["sim"]
-        nodes.append(_clamp("sim", {**common, **{k: v for k, v in sim.items() if k != "image_size"}}))
+        nodes.append(_clamp("sim", {**common, **sim_parameters(prof)}))
 
     nodes.append(_clamp("arm_driver", dict(common)))
     if mode == "policy":
@@ -235,7 +250,7 @@ def expected_rates(profile: dict) -> dict[str, float]:
     """Topic -> Hz the recorder should see (joint states at the control rate, cameras at their fps)."""
     rates: dict[str, float] = {}
     for arm in followers(profile) + leaders(profile):
-        rates[rig.joint_states_topic(arm)] = float(profile["driver"]["rate_hz"])
+        rates[rig.joint_states_topic(arm)] = float(profile["joint_state_hz"])
     for cam, spec in profile["cameras"].items():
         fps = float(spec.get("color_profile", (0, 0, 30))[2])
         for image in (rig.color_topic(cam), rig.depth_topic(cam)):
@@ -274,9 +289,10 @@ def to_launch_description(graph: Graph, launch_api: dict | None = None):
         kwargs: dict[str, Any] = {
             "package": n.package,
             "executable": n.executable,
-            "name": n.name,
             "output": "screen",
         }
+        if not n.in_process:  # clamp nodes keep their own names (as in the in-process runner)
+            kwargs["name"] = n.name
         if n.namespace:
             kwargs["namespace"] = n.namespace
         if n.parameters:

@@ -20,6 +20,7 @@ PACKAGE = "clamp_bringup"
 TOP_LEVEL_KEYS = {
     "name",
     "use_sim_time",
+    "joint_state_hz",
     "hardware",
     "arms",
     "cameras",
@@ -103,6 +104,7 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
         raise ProfileError(f"{where}: missing key(s) {missing}")
     prof.setdefault("use_sim_time", False)
     prof.setdefault("hardware", False)
+    prof["joint_state_hz"] = float(prof.get("joint_state_hz", 100.0))
     for key in ("camera_defaults", "grippers", "limits", "sim", "teleop", "recorder", "perception", "policy"):
         prof[key] = dict(prof.get(key) or {})
 
@@ -138,6 +140,14 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
     names = [c["camera_name"] for c in cams.values()]
     if len(set(names)) != len(names):
         raise ProfileError(f"{where}: camera_name must differ per camera (TF frames would collide): {names}")
+
+    sim_keys = {"task", "seed", "rate_factor"}
+    unknown = sorted(set(prof["sim"]) - sim_keys)
+    if unknown:
+        raise ProfileError(
+            f"{where}: unknown sim key(s) {unknown}; allowed: {sorted(sim_keys)} (image size and "
+            "rate come from camera_defaults.color_profile)"
+        )
 
     g = prof["grippers"]
     for who, default in (("follower", rig.FOLLOWER_GRIPPER), ("leader", rig.LEADER_GRIPPER)):
