@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         args.reference_frames,
         "open3d reference",
     )
-    stride = pipeline.pixel_stride
+    stride = pipeline.stride_for(args.width)
     t_ref_s, _ = _timed(
         lambda: _reference_open3d(o3d, frames, pipeline, pipeline.views, poses, args.voxel, stride),
         args.reference_frames,

@@ -27,6 +27,7 @@ from clamp_perception.render import ViewCamera, render, tile
 from clamp_perception.transforms import TransformBuffer
 
 PACKAGE = "clamp_perception"
+AUTO_STRIDE_COLUMNS = 320  # pixel_stride 'auto': use about this many depth columns per camera
 
 
 class CameraImage(NamedTuple):
@@ -79,7 +80,7 @@ class PerceptionPipeline:
         views: list[ViewCamera],
         box_min=None,
         box_max=None,
-        pixel_stride: int = 1,
+        pixel_stride: int | str = 1,
         depth_scale: float = 0.001,
         min_depth: float = 0.0,
         max_depth: float = np.inf,
@@ -96,14 +97,14 @@ class PerceptionPipeline:
             raise ValueError("give both crop corners (min and max) or neither")
         if box_min is not None and np.any(np.asarray(box_min) >= np.asarray(box_max)):
             raise ValueError(f"crop box min {list(box_min)} must be below max {list(box_max)} on every axis")
-        if pixel_stride < 1:
-            raise ValueError(f"pixel_stride must be >= 1, got {pixel_stride}")
+        if pixel_stride != "auto" and (not isinstance(pixel_stride, int) or pixel_stride < 1):
+            raise ValueError(f"pixel_stride must be an integer >= 1 or 'auto', got {pixel_stride!r}")
         if not 0 <= min_depth < max_depth:
             raise ValueError(f"depth range must satisfy 0 <= min < max, got [{min_depth}, {max_depth}]")
         self.views = views
         self.box_min = None if box_min is None else np.asarray(box_min, dtype=np.float32)
         self.box_max = None if box_max is None else np.asarray(box_max, dtype=np.float32)
-        self.pixel_stride = int(pixel_stride)
+        self.pixel_stride = pixel_stride
         self.depth_scale = float(depth_scale)
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.allow_distortion = bool(allow_distortion)
@@ -132,7 +133,7 @@ class PerceptionPipeline:
             views,
             box_min=crop.get("min"),
             box_max=crop.get("max"),
-            pixel_stride=int(depth.get("pixel_stride", 1)),
+            pixel_stride=depth.get("pixel_stride", 1),
             depth_scale=float(depth.get("scale_m_per_unit", 0.001)),
             min_depth=float(depth.get("min_m", 0.0)),
             max_depth=float(depth.get("max_m", 10.0)),
@@ -162,11 +163,31 @@ class PerceptionPipeline:
     def fuse(self, frames) -> np.ndarray:
         """World cloud (3, N) float32 of the frames, cropped."""
         frames = list(frames.values()) if isinstance(frames, dict) else list(frames)
-        args = (self.pixel_stride, self.depth_scale, self.min_depth, self.max_depth, self.box_min, self.box_max)
         if self._executor is None or len(frames) < 2:
-            return fuse(frames, *args, self.allow_distortion)
-        parts = self._executor.map(lambda f: fuse([f], *args, self.allow_distortion), frames)
-        return np.concatenate(list(parts), axis=1)
+            parts = [self._fuse_one(f) for f in frames]
+        else:
+            parts = list(self._executor.map(self._fuse_one, frames))
+        if not parts:
+            return np.zeros((3, 0), np.float32)
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def stride_for(self, width: int) -> int:
+        """Pixel stride for a depth image of this width ('auto': about 320 columns are used)."""
+        if self.pixel_stride == "auto":
+            return max(1, int(round(width / AUTO_STRIDE_COLUMNS)))
+        return int(self.pixel_stride)
+
+    def _fuse_one(self, frame: DepthFrame) -> np.ndarray:
+        return fuse(
+            [frame],
+            self.stride_for(frame.depth.shape[1]),
+            self.depth_scale,
+            self.min_depth,
+            self.max_depth,
+            self.box_min,
+            self.box_max,
+            self.allow_distortion,
+        )
 
     def view_poses(self, wrist_poses: dict[str, np.ndarray] | None) -> list[np.ndarray]:
         """T_world_view per view; wrist poses may be keyed by follower arm or by TF frame."""

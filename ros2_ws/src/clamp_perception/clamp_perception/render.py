@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,6 +332,14 @@ def save_previews(views: np.ndarray, names, out_dir: str | Path, box_min=None, b
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except (RuntimeError, ValueError, OSError, LookupError) as exc:  # bad bag/config: one clear line, no traceback
+        print(f"clamp_perception.render: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Render the CLAMP views to PNGs (depth colour-mapped, xyz as RGB, and the tiled input)."
     )
@@ -363,7 +372,7 @@ def main(argv=None) -> int:
     hit = (views[..., 0] > 0).mean(axis=(1, 2))
     for name, frac in zip(pipeline.view_names, hit, strict=True):
         print(f"{name}: {frac * 100:.1f}% of pixels filled")
-    print(f"{cloud.shape[1]} fused points; wrote {len(written)} PNGs to {args.out}")
+    print(f"{cloud.shape[0]} fused points; wrote {len(written)} PNGs to {args.out}")
     return 0
 
 
