@@ -12,6 +12,7 @@ from clamp_perception.msg_conversions import (
     image_to_numpy,
     make_camera_info,
     matrix_to_transform,
+    ns_to_stamp,
     numpy_to_image,
     stamp_to_ns,
 )
@@ -23,6 +24,7 @@ from clamp_perception.transforms import TransformBuffer
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
@@ -40,8 +42,9 @@ def scene():
 class FakeRig:
     """Publishes what realsense2_camera x4 + robot_state_publisher would: depth, camera_info, TF."""
 
-    def __init__(self, ros, scene, depths, cameras=rig.CAMERAS, tf_for=None):
+    def __init__(self, ros, scene, depths, cameras=rig.CAMERAS, tf_for=None, clock=False):
         self.scene, self.depths, self.cameras = scene, depths, cameras
+        self.clock_pub = ros.publisher(Clock, "/clock", RELIABLE) if clock else None
         self.depth_pubs = {c: ros.publisher(Image, rig.depth_topic(c), RELIABLE) for c in cameras}
         self.info_pubs = {
             c: ros.publisher(CameraInfo, rig.camera_info_topic(rig.depth_topic(c)), RELIABLE) for c in cameras
@@ -66,6 +69,8 @@ class FakeRig:
         t = 1_000_000_000
         while not self._stop.is_set():
             t += 50_000_000
+            if self.clock_pub is not None:  # sim time: the clock runs with the sensor stamps
+                self.clock_pub.publish(Clock(clock=ns_to_stamp(t)))
             self.tf_pub.publish(
                 TFMessage(transforms=[matrix_to_transform(T, p, c, t) for p, c, T in self.scene.tf_dynamic()])
             )
@@ -156,3 +161,21 @@ def test_node_names_missing_tf_and_stale_cameras(ros, scene):
     values = {kv.key: kv.value for s in diag.status for kv in s.values}
     assert "cam_left_wrist_color_optical_frame" in values["last_problem"] or "cam_right_wrist" in values["last_problem"]
     assert node2.published == 0
+
+
+def test_node_honours_use_sim_time(ros, scene):
+    """On sim time the camera ages are measured against /clock: fresh cameras, status OK."""
+    sc, depths = scene
+    make_node(ros, use_sim_time=True)
+
+    def all_fresh(m):
+        for s in m.status:
+            values = {kv.key: kv.value for kv in s.values}
+            ages = [values.get(f"{c} age_ms", "never") for c in rig.CAMERAS]
+            if s.level == bytes([0]) and "never" not in ages and max(float(a) for a in ages) < 500:
+                return True
+        return False
+
+    with FakeRig(ros, sc, depths, clock=True):
+        ros.wait_for_message(rig.VIEWS_TOPIC, Image, timeout=20.0, qos=RELIABLE)
+        ros.wait_for_message(rig.DIAGNOSTICS_TOPIC, DiagnosticArray, timeout=10.0, predicate=all_fresh)
