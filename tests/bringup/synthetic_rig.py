@@ -41,7 +41,7 @@ class SyntheticRig(Node):
                 self.info[topic] = self.create_publisher(CameraInfo, rig.camera_info_topic(topic), 10)
         self.tf = self.create_publisher(TFMessage, "/tf", 50)
         self.tf_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
-        self.task = self.create_publisher(String, rig.TASK_TOPIC, 10)
+        self.task = self.create_publisher(String, rig.TASK_TOPIC, LATCHED)
         self.cmd = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 10)
         static = TFMessage(transforms=[self._tf("world", rig.color_optical_frame(c)) for c in rig.CAMERAS])
         self.tf_static.publish(static)

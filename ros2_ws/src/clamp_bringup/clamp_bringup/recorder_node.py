@@ -18,7 +18,9 @@ from clamp_perception.episode_bag import EpisodeWriter
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from clamp_bringup import profile as profiles
@@ -65,7 +67,7 @@ class RecorderNode(Node):
         self._leaders: dict[str, dict[str, float]] = {}
 
         for topic, msgtype in self.topics.items():
-            if topic == "/tf_static":
+            if topic in ("/tf_static", rig.TASK_TOPIC):  # latched by convention (tf2, clamp_sim's task)
                 qos = LATCHED
             elif msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"):
                 qos = SENSOR
@@ -151,7 +153,7 @@ class RecorderNode(Node):
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = episode_dir(self.out_dir)
             meta = {
-                "task": self.task,
+                "task": self.task or self._task_text(),
                 "source": self.source,
                 "action_source": self.action_source,
                 "expected_rates": self.expected,
@@ -165,10 +167,17 @@ class RecorderNode(Node):
                     ep.add(topic, msgtype, data, now)
             for topic, (msgtype, data) in self._infos.items():
                 ep.add(topic, msgtype, data, now)
+            if not self._latched[rig.TASK_TOPIC] and self.task:  # no task published: the parameter's
+                ep.add(rig.TASK_TOPIC, "std_msgs/msg/String", serialize_message(String(data=self.task)), now)
             writer.flush()
             self.episode = ep
         self.get_logger().info(f"recording episode {path}")
         return True, str(path)
+
+    def _task_text(self) -> str:
+        """The latest task published on rig.TASK_TOPIC ('' if none)."""
+        items = self._latched[rig.TASK_TOPIC]
+        return deserialize_message(items[-1][1], String).data if items else ""
 
     def stop_episode(self, success: bool | None = None, extra_flags=(), discard: bool = False) -> tuple[bool, str]:
         with self._lock:
