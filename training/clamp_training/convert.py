@@ -216,15 +216,14 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
     if tmp.exists():
         shutil.rmtree(tmp)
     group = zarr.open_group(str(tmp), mode="w")
-    views_arr = None
-    rgb_arrs: dict[str, object] = {}
+    views_out = _Appender(group, "views", "float16")
+    rgb_out = {cam: _Appender(group, f"rgb/{cam}", "uint8") for cam in cameras} if opts.rgb_scale > 0 else {}
     frame_times: list[int] = []
     tf_latest = -1
     skipped: dict[str, int] = {}
 
     def flush_pending(final: bool) -> None:
         """Process popped groups once TF has reached their stamp (interpolation, not extrapolation)."""
-        nonlocal views_arr
         while streams.ready:
             g = streams.ready[0]
             ok = streams.complete(g) and (perception is None or g.stamp_ns <= tf_latest)
@@ -234,31 +233,18 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
             stamp = g.stamp_ns
             if perception is not None:
                 try:
-                    v = perception.render(g, streams.infos)
+                    views_out.add(perception.render(g, streams.infos).astype(np.float16))
                 except _SkipFrame as exc:
                     reason = str(exc).split(":")[0]
                     skipped[reason] = skipped.get(reason, 0) + 1
                     continue
-                if views_arr is None:
-                    views_arr = group.create_array("views", shape=(0, *v.shape), chunks=(1, *v.shape), dtype="float16")
-                views_arr.append(v[None].astype(np.float16))
-            if opts.rgb_scale > 0:
-                for cam in cameras:
-                    msg = streams.color_for(cam, g.stamps.get(cam, stamp))
-                    if msg is None:  # optional camera absent, or no colour near the depth frame
-                        skipped["rgb_missing"] = skipped.get("rgb_missing", 0) + 1
-                        if cam not in rgb_arrs:
-                            continue
-                        img = np.zeros(rgb_arrs[cam].shape[1:], np.uint8)
-                    else:
-                        img = _downscale_rgb(_image_array(msg)[..., :3], opts.rgb_scale)
-                    arr = rgb_arrs.get(cam)
-                    if arr is None:
-                        arr = group.create_array(
-                            f"rgb/{cam}", shape=(0, *img.shape), chunks=(1, *img.shape), dtype="uint8"
-                        )
-                        rgb_arrs[cam] = arr
-                    arr.append(img[None])
+            for cam, out in rgb_out.items():
+                msg = streams.color_for(cam, g.stamps.get(cam, stamp))
+                if msg is None:  # optional camera absent, or no colour near the depth frame
+                    skipped["rgb_missing"] = skipped.get("rgb_missing", 0) + 1
+                    out.add(None)
+                else:
+                    out.add(_downscale_rgb(_image_array(msg)[..., :3], opts.rgb_scale))
             frame_times.append(stamp)
 
     wanted = set(required) | {"/tf", "/tf_static", rig.TASK_TOPIC}
@@ -278,6 +264,8 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
                 flush_pending(final=False)
         if streams is not None:
             flush_pending(final=True)
+        for out in (views_out, *rgb_out.values()):
+            out.flush(final=True)
     except EpisodeBagError as exc:
         raise ConvertError(f"bag {bag}: {exc}") from exc
 
@@ -321,18 +309,18 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
         )
     except KeyError as exc:
         raise ConvertError(f"bag {bag}: {exc.args[0]}") from exc
-    group.create_array("state", data=state.astype(np.float32), chunks=(4096, state.shape[1]))
-    group.create_array("action", data=action.astype(np.float32), chunks=(4096, action.shape[1]))
-    group.create_array("step_time", data=(grid - t0) / 1e9, chunks=(4096,))
-    group.create_array("step_stamp", data=grid, chunks=(4096,))  # ns, the bag's clock
+    _create_array(group, "state", data=state.astype(np.float32), chunks=(4096, state.shape[1]))
+    _create_array(group, "action", data=action.astype(np.float32), chunks=(4096, action.shape[1]))
+    _create_array(group, "step_time", data=(grid - t0) / 1e9, chunks=(4096,))
+    _create_array(group, "step_stamp", data=grid, chunks=(4096,))  # ns, the bag's clock
     if frame_times:
         ft = np.asarray(frame_times, dtype=np.int64)
-        group.create_array("frame_time", data=(ft - t0) / 1e9, chunks=(4096,))
-        group.create_array("frame_stamp", data=ft, chunks=(4096,))
+        _create_array(group, "frame_time", data=(ft - t0) / 1e9, chunks=(4096,))
+        _create_array(group, "frame_stamp", data=ft, chunks=(4096,))
         view_index = np.clip(np.searchsorted(ft, grid, side="right") - 1, 0, len(ft) - 1).astype(np.int32)
-        group.create_array("view_index", data=view_index, chunks=(4096,))
+        _create_array(group, "view_index", data=view_index, chunks=(4096,))
     else:
-        group.create_array("view_index", data=np.zeros(len(grid), np.int32), chunks=(4096,))
+        _create_array(group, "view_index", data=np.zeros(len(grid), np.int32), chunks=(4096,))
 
     # the text on /clamp/task is what the inference node will hear at run time; episode.yaml's task
     # (an id in sim bags) is kept as task_id
@@ -364,6 +352,43 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
         shutil.rmtree(out_path)
     os.replace(tmp, out_path)
     return info
+
+
+def _create_array(group, name: str, **kw):
+    """zarr 3 (Python >= 3.11) has Group.create_array; zarr 2 (the robot's Python 3.10) create_dataset."""
+    if hasattr(group, "create_array"):
+        return group.create_array(name, **kw)
+    return group.create_dataset(name, **kw)
+
+
+class _Appender:
+    """Appends frames to a zarr array in blocks: one resize and write per block instead of per frame
+    (per-frame appends cost as much as rendering). `None` frames (a missing camera image) become
+    zeros once the frame shape is known."""
+
+    def __init__(self, group, name: str, dtype: str, block: int = 32) -> None:
+        self.group, self.name, self.dtype, self.block = group, name, dtype, block
+        self.arr = None
+        self.buf: list = []
+
+    def add(self, frame: np.ndarray | None) -> None:
+        self.buf.append(frame)
+        if len(self.buf) >= self.block:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        known = next((f for f in self.buf if f is not None), None)
+        if known is None and self.arr is None:
+            return  # shape still unknown (or never known: the array is left out)
+        if self.arr is None:
+            self.arr = _create_array(
+                self.group, self.name, shape=(0, *known.shape), chunks=(1, *known.shape), dtype=self.dtype
+            )
+        if self.buf:
+            shape = self.arr.shape[1:]
+            block = np.stack([np.zeros(shape, self.dtype) if f is None else f for f in self.buf])
+            self.arr.append(block.astype(self.dtype, copy=False))
+            self.buf = []
 
 
 class _SkipFrame(Exception):
