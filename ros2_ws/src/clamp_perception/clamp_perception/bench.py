@@ -87,6 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=30, help="timed frames per pipeline")
     parser.add_argument("--reference-frames", type=int, default=5, help="timed frames of the (slow) Open3D reference")
     parser.add_argument("--config", help="perception YAML (default: the package's)")
+    parser.add_argument("--threads", type=int, default=2, help="pipeline worker threads (the node's default)")
     parser.add_argument("--voxel", type=float, default=0.005, help="reference voxel_down_sample size, metres")
     args = parser.parse_args(argv)
     if not 1 <= args.cameras <= 4:
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     cfg = copy.deepcopy(load_config(args.config))
     cfg["view_size"] = args.view_size
     pipeline = PerceptionPipeline.from_config(cfg)
+    pipeline.set_threads(args.threads)
     scene = SyntheticScene.aloha_table(height=args.height, width=args.width)
     cams = rig.CAMERAS[: args.cameras]
     scene.cameras = {c: scene.cameras[c] for c in cams}
@@ -107,6 +109,8 @@ def main(argv=None) -> int:
     t_fuse, cloud = _timed(lambda: pipeline.fuse(frames), args.frames, "fuse")
     t_render, _ = _timed(lambda: pipeline.render(cloud, wrists), args.frames, "render")
     t_total, (views, _) = _timed(lambda: pipeline.process(frames, wrists), args.frames, "pipeline")
+    pipeline.set_threads(1)
+    t_single, _ = _timed(lambda: pipeline.process(frames, wrists), args.frames, "pipeline, 1 thread")
 
     import open3d as o3d
 
@@ -134,11 +138,13 @@ def main(argv=None) -> int:
         "views": len(pipeline.views),
         "frames": args.frames,
         "pixel_stride": stride,
+        "threads": args.threads,
         "points": int(cloud.shape[1]),
         "fuse_ms": round(float(np.median(t_fuse)), 2),
         "render_ms": round(float(np.median(t_render)), 2),
         "ms_per_frame": round(median, 2),
         "p95_ms": round(float(np.percentile(t_total, 95)), 2),
+        "ms_per_frame_1_thread": round(float(np.median(t_single)), 2),
         "reference_ms": round(float(np.median(t_ref)), 1),
         "speedup": round(float(np.median(t_ref)) / median, 1),
         "reference_strided_ms": round(float(np.median(t_ref_s)), 1),

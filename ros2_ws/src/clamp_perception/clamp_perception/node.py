@@ -77,8 +77,10 @@ class PerceptionNode(Node):
         self.declare_parameter("image_qos", "sensor_data")  # or "reliable"
         self.declare_parameter("publish_cloud", True)
         self.declare_parameter("diagnostics_period_s", 1.0)
+        self.declare_parameter("threads", 2)  # worker threads of the pipeline (cameras / views in parallel)
         config_file = self.get_parameter("config_file").value or str(default_config_path())
         self.pipeline = PerceptionPipeline.from_config(config_file)
+        self.pipeline.set_threads(int(self.get_parameter("threads").value))
         cfg = self.pipeline.config
         sync_cfg, tf_cfg, cloud_cfg = cfg.get("sync", {}) or {}, cfg.get("tf", {}) or {}, cfg.get("cloud", {}) or {}
         required = list(sync_cfg.get("required_cameras", rig.CAMERAS))
@@ -131,8 +133,14 @@ class PerceptionNode(Node):
         self.rates[cam].tick()
         self.sync.add(cam, stamp_to_ns(msg.header.stamp), msg)
         group = self.sync.pop()
-        if group is not None:
+        if group is None:
+            return
+        try:
             self._process(group)
+        except Exception as exc:  # never let one bad frame kill the node
+            if not self.context.ok():  # shutting down: publishers are gone, nothing to report
+                return
+            self._skip("internal_error", f"frame at {group.stamp_ns / 1e9:.3f}s failed: {type(exc).__name__}: {exc}")
 
     def _skip(self, reason: str, text: str) -> None:
         self.skipped[reason] += 1

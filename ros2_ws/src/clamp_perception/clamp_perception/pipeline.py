@@ -111,9 +111,8 @@ class PerceptionPipeline:
         self.cloud_voxel = float(cloud_voxel)
         self.cloud_max_points = int(cloud_max_points)
         self.fill_min_neighbours = int(fill_min_neighbours)
-        self.threads = int(threads)
-        # worker threads for per-camera fusion and per-view rendering (numpy drops the GIL in its loops)
-        self._executor = ThreadPoolExecutor(self.threads, "clamp_perception") if threads > 1 else None
+        self._executor = None
+        self.set_threads(threads)
         self.config = config or {}
 
     @classmethod
@@ -144,6 +143,16 @@ class PerceptionPipeline:
             threads=int(_section(cfg, "render").get("threads", 1)),
             config=cfg,
         )
+
+    def set_threads(self, threads: int) -> None:
+        """Worker threads for per-camera fusion and per-view rendering (numpy drops the GIL in its
+        loops); 1 = everything in the caller's thread (best when processes already fill the cores)."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.threads = int(threads)
+        self._executor = ThreadPoolExecutor(self.threads, "clamp_perception") if threads > 1 else None
 
     # ---------------------------------------------------------------------------------- queries
     @property
