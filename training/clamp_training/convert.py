@@ -94,10 +94,46 @@ def _gripper_for(action_source: str):
     return rig.LEADER_GRIPPER
 
 
-def _image_array(msg) -> np.ndarray:
-    from clamp_perception.msg_conversions import image_to_numpy
+# Image / CameraInfo decoding for rosbags messages without importing ROS message packages (the
+# training image has none); same semantics as clamp_perception.msg_conversions (row step, endianness),
+# which the node uses - the parity test over DDS holds the two to bit-identical views.
+_ENCODINGS = {
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "rgba8": (np.uint8, 4),
+    "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1),
+    "8UC1": (np.uint8, 1),
+    "mono16": (np.uint16, 1),
+    "16UC1": (np.uint16, 1),
+    "32FC1": (np.float32, 1),
+}
 
-    return image_to_numpy(msg)
+
+def _image_array(msg) -> np.ndarray:
+    """sensor_msgs/Image (rosbags) -> (H, W) or (H, W, C) array in native byte order."""
+    if msg.encoding not in _ENCODINGS:
+        raise _SkipFrame(f"bad_input: image encoding {msg.encoding!r} is not one of {sorted(_ENCODINGS)}")
+    dtype, ch = np.dtype(_ENCODINGS[msg.encoding][0]), _ENCODINGS[msg.encoding][1]
+    h, w = int(msg.height), int(msg.width)
+    row = w * ch * dtype.itemsize
+    step = int(msg.step) or row
+    raw = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
+    if step < row or raw.size < step * h:
+        raise _SkipFrame(f"bad_input: {msg.encoding} image {w}x{h} with step {step} has {raw.size} bytes")
+    rows = np.ascontiguousarray(raw[: step * h].reshape(h, step)[:, :row])
+    wire = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
+    out = rows.view(wire).astype(dtype, copy=False)
+    return out.reshape(h, w) if ch == 1 else out.reshape(h, w, ch)
+
+
+def _intrinsics(info) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+    """CameraInfo (rosbags) -> (K, (H, W), D or None when no distortion model), as the node reads it."""
+    K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or info.height <= 0 or info.width <= 0:
+        raise _SkipFrame(f"bad_input: camera_info of {info.header.frame_id!r} has no calibration (K, size)")
+    D = np.asarray(info.d, dtype=np.float64) if info.distortion_model else None
+    return K, (int(info.height), int(info.width)), D
 
 
 def _downscale_rgb(img: np.ndarray, scale: float) -> np.ndarray:
@@ -244,7 +280,11 @@ def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: C
                     skipped["rgb_missing"] = skipped.get("rgb_missing", 0) + 1
                     out.add(None)
                 else:
-                    out.add(_downscale_rgb(_image_array(msg)[..., :3], opts.rgb_scale))
+                    try:
+                        out.add(_downscale_rgb(_image_array(msg)[..., :3], opts.rgb_scale))
+                    except _SkipFrame:
+                        skipped["rgb_bad"] = skipped.get("rgb_bad", 0) + 1
+                        out.add(None)
             frame_times.append(stamp)
 
     wanted = set(required) | {"/tf", "/tf_static", rig.TASK_TOPIC}
@@ -427,20 +467,19 @@ class _Perception:
     def render(self, group, infos: dict) -> np.ndarray:
         """FrameGroup -> views (V, 4, S, S) float32 (channels depth, x, y, z; empty pixels 0)."""
         from clamp_perception import rig
-        from clamp_perception.msg_conversions import camera_info_intrinsics, image_to_numpy
         from clamp_perception.pipeline import CameraImage
         from clamp_perception.transforms import TransformError
 
         images = {}
         try:
             for cam, msg in group.frames.items():
-                intr = camera_info_intrinsics(infos[cam])
+                K, size, D = _intrinsics(infos[cam])
                 images[cam] = CameraImage(
-                    image_to_numpy(msg),
-                    intr.K,
-                    (intr.height, intr.width),
+                    _image_array(msg),
+                    K,
+                    size,
                     msg.header.frame_id or rig.color_optical_frame(cam),
-                    intr.D if intr.distortion_model else None,
+                    D,
                     group.stamps[cam],
                 )
             frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
