@@ -48,3 +48,45 @@ def test_scripts_are_executable_in_git(script):
     if not out:
         pytest.fail(f"{rel} is not tracked by git, so a clean clone would not have it")
     assert out.split()[0] == "100755", f"{rel} is not executable in git: git update-index --chmod=+x {rel}"
+
+
+def _run_check(args, tmp_path, docker_stub: str | None = None):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if docker_stub is not None:
+        stub = tmp_path / "bin/docker"
+        stub.parent.mkdir()
+        stub.write_text("#!/bin/sh\n" + docker_stub)
+        stub.chmod(0o755)
+        env["PATH"] = f"{stub.parent}:{env['PATH']}"
+    return subprocess.run([str(DOCKER / "check.sh"), *args], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_check_sh_refuses_without_an_engine(tmp_path):
+    """With a docker client whose `docker info` fails (as here), check.sh stops with the cause, builds nothing."""
+    done = _run_check([], tmp_path, docker_stub='[ "$1" = info ] && exit 1\necho "unexpected: docker $*" >&2\nexit 3\n')
+    assert done.returncode == 1, done.stderr
+    assert "no Docker engine reachable" in done.stderr and "unexpected" not in done.stderr
+
+
+def test_check_sh_builds_then_runs_each_image(tmp_path):
+    """The host mode's sequence: validate compose, build robot, check it inside, build train, check it inside."""
+    log = tmp_path / "calls"
+    stub = f'echo "$*" >> {log}\n[ "$1 $2" = "compose version" ] && exit 0\nexit 0\n'
+    done = _run_check([], tmp_path, docker_stub=stub)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines[:2] == ["info", "compose version"], lines
+    assert lines[2] == f"compose -f {DOCKER}/compose.yaml config --quiet", lines[2]
+    calls = [line.split() for line in lines]
+    builds = [c for c in calls if c[0] == "build"]
+    runs = [c for c in calls if c[0] == "run"]
+    assert [b[b.index("-f") + 1] for b in builds] == [str(IMAGES["robot"]), str(IMAGES["train"])]
+    assert all(b[-1] == str(REPO) for b in builds), "the build context must be the repository root"
+    assert runs[0][-2:] == ["/opt/clamp/docker/check.sh", "robot"]
+    assert runs[1][-2:] == ["/opt/clamp/docker/check.sh", "train"]
+    assert calls.index(builds[0]) < calls.index(runs[0]) < calls.index(builds[1]) < calls.index(runs[1])
+
+
+def test_check_sh_rejects_unknown_modes(tmp_path):
+    done = _run_check(["robto"], tmp_path)
+    assert done.returncode == 1 and "unknown mode 'robto'" in done.stderr
