@@ -155,7 +155,7 @@ def test_record_against_sim_then_replay_into_perception(ros, tmp_path):
         assert res.success, res.message
         sim = running.nodes["sim"]
         f0 = sim.frames_published
-        wait_until(lambda: sim.frames_published - f0 >= 30, 60.0, "30 sim camera frames")
+        wait_until(lambda: sim.frames_published - f0 >= 20, 60.0, "20 sim camera frames")
         res = _call(client, "/recorder/stop_success")
         assert res.success, res.message
     finally:

@@ -226,6 +226,7 @@ def main(argv=None) -> int:
             only=("perception", "inference"),
             overrides={"inference": {"checkpoint": a.checkpoint}},
         )
+        inference = running.nodes["inference"]
     from clamp_bringup.ros_common import _spin
 
     stop = threading.Event()
@@ -233,6 +234,10 @@ def main(argv=None) -> int:
     spin.start()
     try:
         time.sleep(max(a.delay, 0.0))
+        if running is not None:  # the policy loads and warms up before the first observation arrives
+            from clamp_policy.inference_node import wait_ready
+
+            wait_ready(inference, 180.0)
         if a.wait_subscribers > 0:
             lonely = player.wait_for_subscribers(a.wait_subscribers)
             if lonely:
