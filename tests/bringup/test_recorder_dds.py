@@ -151,3 +151,37 @@ def test_sigint_closes_the_episode_properly(ros, ros_process, tmp_path, profile_
     assert not r.truncated and r.metadata["status"] == "complete"
     assert "interrupted" in r.metadata["flags"] and r.metadata["success"] is None
     assert r.topics()[rig.joint_states_topic("leader_left")].count > 20
+
+
+def test_leader_gripper_gesture_starts_and_stops_an_episode(ros, tmp_path, profile_path):
+    from sensor_msgs.msg import JointState
+
+    params = _params(profile_path, tmp_path, gesture=True)
+    recorder = ros.add(
+        RecorderNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    )
+    recorder.gesture.hold_s = 0.3
+    pubs = {a: ros.publisher(JointState, rig.joint_states_topic(a)) for a in rig.LEADERS}
+    for p in pubs.values():
+        ros.wait_for_subscribers(p)
+
+    def squeeze(closed: bool, seconds: float):
+        g = rig.LEADER_GRIPPER.closed if closed else rig.LEADER_GRIPPER.open
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for p in pubs.values():
+                p.publish(JointState(name=list(rig.XS_JOINT_NAMES), position=[0.0] * 6 + [g, 0.0, 0.0]))
+            time.sleep(0.02)
+
+    squeeze(False, 0.3)
+    squeeze(True, 0.15)  # too short: nothing
+    squeeze(False, 0.2)
+    assert recorder.episode is None
+    squeeze(True, 0.6)
+    wait_until(lambda: recorder.episode is not None, 3.0, "the gesture to start an episode")
+    squeeze(False, 0.5)  # grasping in between (one squeeze = one toggle)
+    assert recorder.episode is not None
+    squeeze(True, 0.6)
+    wait_until(lambda: recorder.episode is None and recorder.last_episode is not None, 3.0, "the gesture to stop")
+    r = EpisodeReader(recorder.last_episode["path"])
+    assert r.topics()[rig.joint_states_topic("leader_left")].count > 20
