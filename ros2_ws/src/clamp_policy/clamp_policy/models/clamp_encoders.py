@@ -162,6 +162,13 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def projection_head(inp: int, hidden: int, out: int) -> nn.Sequential:
+    """Linear-BN-GELU-Linear. The batch norm centres the batch: at initialisation pooled features of
+    different samples are nearly parallel (cosine ~0.9, dominated by what all scenes share), which
+    leaves the sigmoid loss on a long collapsed plateau; centred features start it at cosine ~0."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, out))
+
+
 class AttentionPool(nn.Module):
     """Multihead attention pooling with a learned, position-free query (SigLIP's MAP head)."""
 
@@ -170,7 +177,7 @@ class AttentionPool(nn.Module):
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
+        self.head = projection_head(dim, dim, out_dim)
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         q = self.query.expand(tokens.shape[0], -1, -1)
@@ -272,9 +279,18 @@ class ImageEncoder3D(nn.Module):
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         return self.encode(views)[0]
 
-    def embed(self, views: torch.Tensor) -> torch.Tensor:
-        tokens, valid = self.encode(views)
+    def token_mask(self, views: torch.Tensor) -> torch.Tensor:
+        """(B, N) tokens that take part in attention and pooling (the mask `encode` uses)."""
+        self._check(views)
+        valid = patch_geometry(views.float(), self.cfg.patch_size)[3]
+        return valid | ~valid.any(dim=1, keepdim=True)
+
+    def embed_tokens(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Contrastive embedding from tokens already computed by forward (no second encoder pass)."""
         return F.normalize(self.pool(tokens, valid), dim=-1)
+
+    def embed(self, views: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(*self.encode(views))
 
 
 # ------------------------------------------------------------------------------------------ action
@@ -363,9 +379,11 @@ class TextEncoder(nn.Module):
         cfg = _config_from(TextEncoderConfig, cfg)
         self.cfg = cfg
         self.embed_dim = cfg.embed_dim
-        self.proj = nn.Sequential(
-            nn.Linear(TEXT_FEATURE_DIM, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.embed_dim)
-        )
+        self.proj = projection_head(TEXT_FEATURE_DIM, cfg.hidden, cfg.embed_dim)
+        # standardisation of the frozen sentence features over the corpus' prompts: prompts differ
+        # mostly in numbers, so raw MiniLM features of two prompts have cosine ~0.97
+        self.register_buffer("feature_mean", torch.zeros(TEXT_FEATURE_DIM))
+        self.register_buffer("feature_std", torch.ones(TEXT_FEATURE_DIM))
         self._cache: dict[str, torch.Tensor] = {}  # frozen backbone: features per prompt never change
 
     @classmethod
@@ -390,8 +408,15 @@ class TextEncoder(nn.Module):
                     self._cache[p] = f
         return torch.stack([self._cache[p] for p in prompts])
 
+    def fit_standardisation(self, prompts: list[str]) -> None:
+        """Set feature mean/std from the distinct prompts of the training corpus (saved as buffers)."""
+        feats = self.sentence_features(sorted(set(prompts)))
+        self.feature_mean.copy_(feats.mean(0))
+        self.feature_std.copy_(feats.std(0, unbiased=False).clamp(min=1e-4) if len(feats) > 1 else 1.0)
+
     def embed_features(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(features.to(self.proj[0].weight.device)), dim=-1)
+        x = (features.to(self.feature_mean.device) - self.feature_mean) / self.feature_std
+        return F.normalize(self.proj(x), dim=-1)
 
     def embed(self, prompts: list[str]) -> torch.Tensor:
         return self.embed_features(self.sentence_features(list(prompts)))

@@ -1,0 +1,163 @@
+"""CLAMP samples on top of the training dataset (`clamp_training.dataset.ChunkDataset`).
+
+A CLAMP sample is a ChunkDataset item (views, state, action chunk, action history, task) plus
+  prompt:  the CLAMP prompt (task + object names at normalised integer positions + integer progress),
+           objects from the episode's `objects` attribute (clamp_sim writes them; real data may not),
+           progress = t / (episode length - 1);
+  episode: the episode index (held-out splits are by episode, never by step).
+
+`write_synthetic_dataset` writes `clamp_synthetic` episodes in the converted-dataset layout that
+`clamp_training.dataset` documents, so tests and smoke runs go through the same loader as real data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .prompts import build_prompt
+
+
+class ClampDataset(torch.utils.data.Dataset):
+    """ChunkDataset items + prompt + episode index, optionally restricted to some episodes."""
+
+    def __init__(self, base, episodes: list[int] | None = None, prompt_kwargs: dict | None = None):
+        self.base = base
+        self.prompt_kwargs = dict(prompt_kwargs or {})
+        keep = np.ones(len(base.index), bool) if episodes is None else np.isin(base.index[:, 0], episodes)
+        self.rows = np.nonzero(keep)[0]
+        if len(self.rows) == 0:
+            raise ValueError(f"no samples: episodes {episodes} select nothing from {len(base.episodes)} episodes")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def sample_episode(self, i: int) -> int:
+        return int(self.base.index[self.rows[i], 0])
+
+    def prompt(self, i: int) -> str:
+        e_idx, t = (int(x) for x in self.base.index[self.rows[i]])
+        ep = self.base.episodes[e_idx]
+        n = len(ep.action)
+        objects = ep.attrs.get("objects") or None
+        return build_prompt(ep.task, objects, t / max(n - 1, 1), **self.prompt_kwargs)
+
+    def all_prompts(self) -> list[str]:
+        return [self.prompt(i) for i in range(len(self))]
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.base[int(self.rows[i])])
+        item["prompt"] = self.prompt(i)
+        item["episode"] = self.sample_episode(i)
+        return item
+
+
+def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cache_bytes: float = 4e9):
+    """ChunkDataset over the given converted datasets with views pooled (once) to the model's size."""
+    from .dataset import ChunkDataset
+
+    return ChunkDataset(
+        [str(r) for r in roots],
+        chunk_length=chunk_length,
+        action_history=history,
+        use_views=True,
+        view_cache_size=view_size,
+        cache_bytes=cache_bytes,
+        progress=False,
+    )
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Held-out episodes (at least one when val_fraction > 0 and there are two or more episodes)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(num_episodes)
+    n_val = int(round(val_fraction * num_episodes))
+    if val_fraction > 0 and num_episodes >= 2:
+        n_val = min(max(n_val, 1), num_episodes - 1)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, keep strings as lists (prompts, tasks)."""
+    out = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        if isinstance(vals[0], str):
+            out[key] = vals
+        elif isinstance(vals[0], torch.Tensor):
+            out[key] = torch.stack(vals)
+        else:
+            out[key] = torch.as_tensor(np.asarray(vals))
+    return out
+
+
+def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int = 32, seed: int = 0) -> Path:
+    """`clamp_synthetic` episodes as a converted dataset (layout of clamp_training.dataset)."""
+    import zarr
+    from tqdm import tqdm
+
+    from . import dataset as ds
+    from .clamp_synthetic import make_episode
+
+    root = Path(root)
+    (root / ds.EPISODES_DIR).mkdir(parents=True, exist_ok=True)
+    states, actions, views, names = [], [], [], []
+    for k in tqdm(range(episodes), desc="synthetic episodes", unit="ep", leave=False):
+        ep = make_episode(seed * 100003 + k, steps=steps, size=size)
+        name = f"synthetic_{seed}_{k:04d}"
+        g = zarr.open_group(str(root / ds.EPISODES_DIR / f"{name}.zarr"), mode="w")
+        n = len(ep["action"])
+        g.create_array("state", data=ep["state"].astype(np.float32))
+        g.create_array("action", data=ep["action"].astype(np.float32))
+        g.create_array("step_time", data=np.arange(n) / 50.0)
+        g.create_array("view_index", data=np.arange(n, dtype=np.int32))
+        g.create_array("frame_time", data=np.arange(n) / 50.0)
+        g.create_array("views", data=ep["views"].astype(np.float16))
+        g.attrs.update(
+            {
+                "task": ep["task"],
+                "success": True,
+                "source": "sim",
+                "action_source": "synthetic",
+                "seed": int(seed * 100003 + k),
+                "objects": ep["objects"],
+            }
+        )
+        names.append(name)
+        states.append(ep["state"])
+        actions.append(ep["action"])
+        views.append(ep["views"])
+    s, a = np.concatenate(states), np.concatenate(actions)
+    v = np.concatenate(views).transpose(2, 0, 1, 3, 4).reshape(4, -1)
+    stats = {
+        "state_mean": s.mean(0).tolist(),
+        "state_std": s.std(0).tolist(),
+        "state_count": len(s),
+        "action_min": a.min(0).tolist(),
+        "action_max": a.max(0).tolist(),
+        "view_mean": v.mean(1).tolist(),
+        "view_std": v.std(1).tolist(),
+        "view_count": int(v.shape[1]),
+    }
+    (root / ds.STATS_JSON).write_text(json.dumps(stats, indent=1))
+    doc = {
+        "format": ds.FORMAT,
+        "format_version": ds.FORMAT_VERSION,
+        "control_hz": 50.0,
+        "view_size": size,
+        "episodes": [{"name": n} for n in names],
+        "source": "clamp_training.clamp_data.write_synthetic_dataset",
+    }
+    (root / ds.DATASET_JSON).write_text(json.dumps(doc, indent=1))
+    return root
+
+
+def dataset_stats(roots: list[str | os.PathLike]) -> dict:
+    from .dataset import merge_stats, read_stats
+
+    return merge_stats([read_stats(r) for r in roots])
