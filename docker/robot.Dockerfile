@@ -31,6 +31,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # ROS packages the launch files start (cameras, robot_state_publisher, static TF), the build tools,
 # and the libraries MuJoCo's headless renderer (EGL) needs for sim.launch.py.
+# DL3008 (pin apt versions): the ROS and Ubuntu repositories keep only the current version of
+# a package, so a pin breaks the build as soon as it is updated.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
@@ -49,6 +51,7 @@ RUN git clone -b "${INTERBOTIX_REF}" https://github.com/Interbotix/interbotix_ro
  && git -C interbotix_ros_core submodule update --init \
       interbotix_ros_xseries/dynamixel_workbench_toolbox interbotix_ros_xseries/interbotix_xs_driver
 WORKDIR /opt/interbotix_ws
+# SC1091: the sourced setup files exist only inside the image
 # hadolint ignore=SC1091
 RUN source /opt/ros/humble/setup.bash \
  && apt-get update \

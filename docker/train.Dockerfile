@@ -26,6 +26,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # libusb for open3d/pyrealsense2 imports, EGL/mesa for MuJoCo's headless renderer (sim evaluation)
+# DL3008 (pin apt versions): the ROS and Ubuntu repositories keep only the current version of
+# a package, so a pin breaks the build as soon as it is updated.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libusb-1.0-0 libegl1 libgl1-mesa-dri libgles2 libglib2.0-0 \
