@@ -97,6 +97,10 @@ CLOUD_TOPIC = "/clamp/cloud"
 TASK_TOPIC = "/clamp/task"
 ACTION_CHUNK_TOPIC = "/clamp/action_chunk"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# The arm driver's state (std_msgs/String, transient-local QoS so late joiners get it): "waiting",
+# "moving_to_start", "ready", "moving_to_sleep", "asleep". The chunk executor takes over the arms
+# only while it is "ready" (commands sent before are dropped by the driver).
+DRIVER_STATE_TOPIC = "/clamp/driver_state"
 
 
 # ------------------------------------------------------------------------------------------ limits
