@@ -179,3 +179,50 @@ def test_node_honours_use_sim_time(ros, scene):
     with FakeRig(ros, sc, depths, clock=True):
         ros.wait_for_message(rig.VIEWS_TOPIC, Image, timeout=20.0, qos=RELIABLE)
         ros.wait_for_message(rig.DIAGNOSTICS_TOPIC, DiagnosticArray, timeout=10.0, predicate=all_fresh)
+
+
+def _config_file(tmp_path, **sync):
+    import copy
+
+    import yaml
+    from clamp_perception.pipeline import load_config
+
+    cfg = copy.deepcopy(load_config())
+    cfg["sync"].update(sync)
+    path = tmp_path / "perception.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_node_keeps_going_without_an_optional_camera(ros, scene, tmp_path):
+    sc, depths = scene
+    cams = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+    cfg = _config_file(tmp_path, required_cameras=list(cams), optional_cameras=["cam_low"])
+    node = make_node(ros, config_file=cfg, use_sim_time=True)  # camera ages against /clock
+    with FakeRig(ros, sc, depths, cameras=cams, clock=True):  # cam_low is silent
+        msg = ros.wait_for_message(rig.VIEWS_TOPIC, Image, timeout=20.0, qos=RELIABLE)
+        diag = ros.wait_for_message(
+            rig.DIAGNOSTICS_TOPIC,
+            DiagnosticArray,
+            timeout=10.0,
+            predicate=lambda m: any("cam_low (optional): no frame yet" in s.message for s in m.status),
+        )
+    assert msg.width == rig.VIEW_SIZE * len(rig.VIEW_NAMES) and node.published >= 1
+    assert diag.status[0].level == bytes([1])  # WARN, not ERROR: views still flow
+
+
+def test_node_skips_mismatched_depth_and_camera_info_with_a_clear_reason(ros, scene, tmp_path):
+    sc, depths = scene
+    cfg = _config_file(tmp_path, required_cameras=["cam_high"], optional_cameras=[])
+    node = make_node(ros, config_file=cfg)
+    bad = {"cam_high": depths["cam_high"][: H // 2]}  # half-height depth, camera_info still says H x W
+    with FakeRig(ros, sc, bad, cameras=("cam_high",)):
+        diag = ros.wait_for_message(
+            rig.DIAGNOSTICS_TOPIC,
+            DiagnosticArray,
+            timeout=15.0,
+            predicate=lambda m: any(kv.key == "skipped bad_input" for s in m.status for kv in s.values),
+        )
+    values = {kv.key: kv.value for s in diag.status for kv in s.values}
+    assert f"cam_high: depth image is {W}x{H // 2} but its camera_info says {W}x{H}" in values["last_problem"]
+    assert node.published == 0

@@ -124,8 +124,8 @@ class PerceptionPipeline:
         if not views_cfg:
             raise ValueError("perception config: `views` is empty; list the views in rig.VIEW_NAMES order")
         names = list(views_cfg)
-        if set(names) == set(rig.VIEW_NAMES) and names != list(rig.VIEW_NAMES):
-            raise ValueError(f"perception config: views must be listed in rig.VIEW_NAMES order {rig.VIEW_NAMES}")
+        if set(names) == set(rig.VIEW_NAMES):  # the rig's views: always tiled in rig.VIEW_NAMES order
+            names = list(rig.VIEW_NAMES)
         size = int(cfg.get("view_size", rig.VIEW_SIZE))
         views = [ViewCamera.from_config(name, views_cfg[name] or {}, size, size) for name in names]
         return cls(
