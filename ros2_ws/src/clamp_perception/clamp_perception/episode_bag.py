@@ -450,15 +450,17 @@ class EpisodeReader:
 
     # -- raw iteration
     def _iter_raw_complete(self, topics: set[str] | None) -> Iterator[_Raw]:
-        from rosbags.rosbag2 import Reader
+        """Through the MCAP summary/index (the `mcap` reference reader): only chunks holding `topics`."""
+        from mcap.reader import make_reader
 
-        with Reader(self.bag_dir) as reader:
-            conns = [c for c in reader.connections if topics is None or c.topic in topics]
-            for c in reader.connections:
-                if c.msgtype not in self.typestore.types:
-                    self.typestore.register(_types_from_schema(c.msgdef.data, c.msgtype))
-            for conn, stamp, data in reader.messages(connections=conns):
-                yield _Raw(conn.topic, conn.msgtype, stamp, bytes(data))
+        with open(self.mcap_path, "rb") as f:
+            reader = make_reader(f)
+            for schema, channel, message in reader.iter_messages(
+                topics=None if topics is None else sorted(topics), log_time_order=True
+            ):
+                if schema.name not in self.typestore.types and schema.encoding == "ros2msg":
+                    self.typestore.register(_types_from_schema(schema.data.decode(), schema.name))
+                yield _Raw(channel.topic, schema.name, message.log_time, message.data)
 
     def _iter_raw_truncated(self, topics: set[str] | None) -> Iterator[_Raw]:
         """Records in file order; each flushed chunk sorted by time (chunks are flushed in time order)."""
@@ -515,22 +517,21 @@ class EpisodeReader:
 
     # -- decoding
     def decode(self, data: bytes, msgtype: str) -> Any:
-        """CDR -> rosbags object; tolerates the trailing bytes rclpy leaves after empty float64[]."""
-        from rosbags.serde import SerdeError
+        """CDR -> rosbags object; tolerates the trailing bytes rclpy leaves after empty float64[].
 
-        try:
-            return self.typestore.deserialize_cdr(data, msgtype)
-        except SerdeError as exc:
-            if "size mismatch" not in str(exc):
-                raise
-        # The strict check failed only on the length: parse the fields, ignore the trailing bytes.
+        rosbags' deserialize_cdr parses the fields and then rejects any message with more than 3
+        bytes left over; here the same parser runs and the leftover is only counted.
+        """
+        if len(data) < 4 or bytes(data[:2]) not in (b"\x00\x00", b"\x00\x01"):
+            raise EpisodeBagError(f"a {msgtype} in {self.bag_dir} is not CDR (bad encapsulation header)")
         msgdef = self.typestore.get_msgdef(msgtype)
         func = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
         try:
-            msg, _ = func(memoryview(data)[4:], 0, msgdef.cls, self.typestore)
-        except (struct.error, UnicodeDecodeError, ValueError) as exc:
+            msg, pos = func(memoryview(data)[4:], 0, msgdef.cls, self.typestore)
+        except (struct.error, UnicodeDecodeError, ValueError, IndexError) as exc:
             raise EpisodeBagError(f"could not decode a {msgtype} in {self.bag_dir}: {exc}") from exc
-        self.lenient_decodes += 1
+        if pos + 4 + 3 < len(data):
+            self.lenient_decodes += 1
         return msg
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
