@@ -548,6 +548,12 @@ def compute_stats(out: Path, names: list[str], max_view_frames: int = 64, seed: 
     }
 
 
+def _perception_config(opts: ConvertOptions) -> dict:
+    from clamp_perception.pipeline import load_config
+
+    return load_config(opts.perception_config)
+
+
 def _atomic_json(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
@@ -624,6 +630,8 @@ def convert(
         "view_shape": view_shape,
         "rgb_scale": opts.rgb_scale,
         "perception_config": opts.perception_config,
+        # the full perception configuration the views were rendered with (views, crop, depth range)
+        "perception": _perception_config(opts) if opts.views else None,
         "tasks": sorted({e["task"] for e in episodes}),
         "num_steps": int(sum(e["steps"] for e in episodes)),
         "episodes": episodes,

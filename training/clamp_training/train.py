@@ -223,9 +223,9 @@ def _sub(tensors: dict, prefix: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------- data
-def prepare_data(data: list[str], run: Path, d: Dist, workers: int, progress: bool) -> list[Path]:
+def prepare_data(data: list[str], run: Path, d: Dist, workers: int, progress: bool, views: bool = True) -> list[Path]:
     """Dataset dirs as given; bag dirs are converted (once, by rank 0) into RUN/dataset."""
-    from .convert import convert
+    from .convert import ConvertOptions, convert
     from .dataset import is_dataset
 
     datasets = [Path(p) for p in data if is_dataset(p)]
@@ -233,7 +233,7 @@ def prepare_data(data: list[str], run: Path, d: Dist, workers: int, progress: bo
     if bags:
         out = run / "dataset"
         if d.main:
-            convert(bags, out, workers=workers, progress=progress)
+            convert(bags, out, ConvertOptions(views=views), workers=workers, progress=progress)
         barrier(d)
         datasets.append(out)
     return datasets
@@ -319,7 +319,8 @@ def train(
     torch.manual_seed(cfg.seed + d.rank)
     np.random.seed(cfg.seed + d.rank)
 
-    datasets = prepare_data(data, run, d, convert_workers, progress and d.main)
+    views = cfg.policy.image_encoder.type != "none"
+    datasets = prepare_data(data, run, d, convert_workers, progress and d.main, views=views)
     stats = merge_stats([read_stats(p) for p in datasets])
     pcfg = cfg.policy
     view_size = pcfg.image_encoder.view_size if pcfg.image_encoder.type != "clamp_vit3d" else None
