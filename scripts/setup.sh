@@ -56,16 +56,26 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY_BOOT" -m venv --system-site-packages "$VENV"
   fi
 fi
-REQ_FILES=(requirements/base.in requirements/constraints.txt training/pyproject.toml)
-[ "$ROS_MODE" = wheels ] && REQ_FILES+=(requirements/ros-wheels.in)
+# Here: base.in pinned by constraints.txt (resolved on Python 3.11). With a sourced distro (the robot,
+# ROS 2 Humble on Python 3.10): the robot lock, whose numpy 1.x matches Humble's compiled messages.
+if [ "$ROS_MODE" = wheels ]; then
+  REQ_FILES=(requirements/base.in requirements/constraints.txt requirements/ros-wheels.in)
+else
+  REQ_FILES=(requirements/robot-py310.txt)
+fi
+REQ_FILES+=(training/pyproject.toml)
 PIP_STAMP="$(stamp_of "${REQ_FILES[@]}")-$ROS_MODE"
 if ! fresh pip "$PIP_STAMP"; then
   say "installing torch==2.13.0 first (CPU wheel), then pinned dependencies"
   quiet_pip install -q --disable-pip-version-check "torch==2.13.0"
-  quiet_pip install -q --disable-pip-version-check -r requirements/base.in -c requirements/constraints.txt
   if [ "$ROS_MODE" = wheels ]; then
+    quiet_pip install -q --disable-pip-version-check -r requirements/base.in -c requirements/constraints.txt
     say "installing ROS 2 Kilted wheels (no ROS 2 distro sourced)"
     quiet_pip install -q --disable-pip-version-check -r requirements/ros-wheels.in -c requirements/constraints.txt
+  else
+    say "ROS 2 $ROS_DISTRO is sourced: using it, installing no ROS wheels; pins from requirements/robot-py310.txt"
+    quiet_pip install -q --disable-pip-version-check -r requirements/robot-py310.txt
+    quiet_pip install -q --disable-pip-version-check ruff pytest pytest-timeout  # `make test` on the robot
   fi
   quiet_pip install -q --disable-pip-version-check --no-deps -e training
   echo "$PIP_STAMP" > "$STAMPS/pip"
