@@ -201,8 +201,11 @@ class ChunkDataset(torch.utils.data.Dataset):
             need = m * v * c * size * size * 4
             if need > budget:
                 break  # the rest is read from disk per item
-            x = torch.from_numpy(np.asarray(ep.views[:], dtype=np.float32))
-            self._cache[i] = pool_views(x, size)
+            pooled = torch.empty((m, v, c, size, size), dtype=torch.float32)
+            for a in range(0, m, 32):  # blocks: a long episode at full size would not fit in RAM
+                block = torch.from_numpy(np.asarray(ep.views[a : a + 32], dtype=np.float32))
+                pooled[a : a + len(block)] = pool_views(block, size)
+            self._cache[i] = pooled
             budget -= need
 
     def __len__(self) -> int:
