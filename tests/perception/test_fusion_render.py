@@ -259,3 +259,26 @@ def test_config_errors_are_clear():
     a = pipe.view_poses({"follower_left": T, "follower_right": T})
     b = pipe.view_poses({rig.gripper_frame("follower_left"): T, rig.gripper_frame("follower_right"): T})
     np.testing.assert_allclose(np.stack(a), np.stack(b))
+
+
+def test_coloured_cloud_takes_each_points_own_pixel(scene, scene_frames, pipeline):
+    frames, _ = scene_frames
+    frames = {k: copy.copy(f) for k, f in frames.items()}
+    palette = {"cam_high": (255, 0, 0), "cam_low": (0, 255, 0), "cam_left_wrist": (0, 0, 255)}
+    for cam, rgb in palette.items():
+        img = np.zeros(frames[cam].depth.shape + (3,), np.uint8)
+        img[:] = rgb
+        img[0, :] = (1, 2, 3)  # first row differs: would show up if pixel lookup were off by rows
+        frames[cam].colour = img
+    pts, rgb = pipeline.fuse_coloured(frames)
+    np.testing.assert_array_equal(pts, pipeline.fuse(frames).T)  # same points, same order
+    colours = {tuple(c) for c in np.unique(rgb, axis=0)}
+    assert set(palette.values()) <= colours and (128, 128, 128) in colours  # cam_right_wrist has no colour
+    # a coloured point's pixel really is where it came from: cam_high points are red (or the marked row)
+    n_high = pipeline.fuse([frames["cam_high"]]).shape[1]
+    assert np.all((rgb[:n_high] == (255, 0, 0)).all(1) | (rgb[:n_high] == (1, 2, 3)).all(1))
+    down, down_rgb = pipeline.cloud_for_publishing(pts, 0, rgb)
+    assert len(down) == len(down_rgb) <= pipeline.cloud_max_points
+    frames["cam_low"].colour = np.zeros((5, 5, 3), np.uint8)
+    with pytest.raises(ValueError, match="not aligned with depth"):
+        pipeline.fuse_coloured(frames)

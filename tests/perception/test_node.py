@@ -42,8 +42,9 @@ def scene():
 class FakeRig:
     """Publishes what realsense2_camera x4 + robot_state_publisher would: depth, camera_info, TF."""
 
-    def __init__(self, ros, scene, depths, cameras=rig.CAMERAS, tf_for=None, clock=False):
-        self.scene, self.depths, self.cameras = scene, depths, cameras
+    def __init__(self, ros, scene, depths, cameras=rig.CAMERAS, tf_for=None, clock=False, colours=None):
+        self.scene, self.depths, self.cameras, self.colours = scene, depths, cameras, colours or {}
+        self.colour_pubs = {c: ros.publisher(Image, rig.color_topic(c), RELIABLE) for c in self.colours}
         self.clock_pub = ros.publisher(Clock, "/clock", RELIABLE) if clock else None
         self.depth_pubs = {c: ros.publisher(Image, rig.depth_topic(c), RELIABLE) for c in cameras}
         self.info_pubs = {
@@ -77,7 +78,10 @@ class FakeRig:
             for cam in self.cameras:
                 K, h, w, _ = self.scene.cameras[cam]
                 self.info_pubs[cam].publish(make_camera_info(K, h, w, rig.color_optical_frame(cam), t))
-                self.depth_pubs[cam].publish(numpy_to_image(self.depths[cam], "16UC1", t, rig.color_optical_frame(cam)))
+                frame = rig.color_optical_frame(cam)
+                if cam in self.colours:
+                    self.colour_pubs[cam].publish(numpy_to_image(self.colours[cam], "rgb8", t, frame))
+                self.depth_pubs[cam].publish(numpy_to_image(self.depths[cam], "16UC1", t, frame))
             self.stamps.append(t)
             self._stop.wait(0.05)
 
@@ -91,9 +95,16 @@ def make_node(ros, **params):
 def test_node_publishes_views_matching_the_offline_pipeline(ros, scene):
     sc, depths = scene
     node = make_node(ros)
-    with FakeRig(ros, sc, depths) as fake:
+    colours = {"cam_high": np.full((H, W, 3), (200, 10, 20), np.uint8)}  # only cam_high has colour
+    with FakeRig(ros, sc, depths, colours=colours) as fake:
         msg = ros.wait_for_message(rig.VIEWS_TOPIC, Image, timeout=20.0, qos=RELIABLE)
-        cloud = ros.wait_for_message(rig.CLOUD_TOPIC, PointCloud2, timeout=10.0, qos=RELIABLE)
+        cloud = ros.wait_for_message(
+            rig.CLOUD_TOPIC,
+            PointCloud2,
+            timeout=15.0,
+            qos=RELIABLE,
+            predicate=lambda m: any(f.name == "rgb" for f in m.fields),  # a frame whose colour had arrived
+        )
         diag = ros.wait_for_message(
             rig.DIAGNOSTICS_TOPIC,
             DiagnosticArray,
@@ -120,7 +131,8 @@ def test_node_publishes_views_matching_the_offline_pipeline(ros, scene):
     np.testing.assert_allclose(views, expected, atol=1e-5)
     assert (views[..., 0] > 0).mean() > 0.2
 
-    pts, _ = cloud_to_points(cloud)
+    pts, rgb = cloud_to_points(cloud)
+    assert rgb is not None and {tuple(c) for c in np.unique(rgb, axis=0)} >= {(200, 10, 20), (128, 128, 128)}
     assert cloud.header.frame_id == rig.WORLD_FRAME and 1000 < len(pts) <= node.pipeline.cloud_max_points
     assert sc.surface_distance(pts.astype(np.float64)).max() < 0.01  # voxel centroids stay near the surfaces
 

@@ -28,6 +28,7 @@ class DepthFrame:
     stamp_ns: int = 0
     size: tuple[int, int] | None = None  # (H, W) that camera_info announced, checked against depth
     distortion: np.ndarray | None = None  # camera_info D; non-zero is refused unless allowed
+    colour: np.ndarray | None = None  # optional (H, W, 3) uint8 RGB aligned to depth, to colour the cloud
 
     def check(self, allow_distortion: bool = False) -> None:
         """Raise ValueError naming the camera and the problem when the frame cannot be fused."""
@@ -103,9 +104,11 @@ def deproject(
     rays: RayCache | None = None,
     box_min=None,
     box_max=None,
-) -> np.ndarray:
+    return_pixels: bool = False,
+):
     """World points (3, N) float32 of the valid pixels of `frame` (every `stride`-th row and column),
-    restricted to the box [box_min, box_max] when given."""
+    restricted to the box [box_min, box_max] when given. With return_pixels, also the (N,) flat
+    index of each point's pixel in the full-resolution image (to look up colour)."""
     d = frame.depth[::stride, ::stride] if stride > 1 else frame.depth
     mask, metres = valid_depth(d, depth_scale, min_depth, max_depth)
     mask = mask.ravel()
@@ -127,7 +130,25 @@ def deproject(
     if box_min is not None:
         with np.errstate(invalid="ignore"):
             mask &= crop_mask(pts, box_min, box_max)
-    return np.take(pts, np.flatnonzero(mask), axis=1)  # take: ~6x faster than boolean 2-D indexing
+    keep = np.flatnonzero(mask)
+    pts = np.take(pts, keep, axis=1)  # take: ~6x faster than boolean 2-D indexing
+    if not return_pixels:
+        return pts
+    ws = d.shape[1]
+    return pts, (keep // ws) * stride * frame.depth.shape[1] + (keep % ws) * stride
+
+
+def point_colours(frame: DepthFrame, pixels: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 colours of the given full-resolution pixels (grey 128 without a colour image)."""
+    if frame.colour is None:
+        return np.full((len(pixels), 3), 128, np.uint8)
+    c = np.asarray(frame.colour)
+    if c.shape[:2] != frame.depth.shape or c.ndim != 3 or c.shape[2] < 3:
+        raise ValueError(
+            f"{frame.name or 'camera'}: colour image {c.shape} is not aligned with depth {frame.depth.shape}; "
+            "use the aligned depth stream (aligned_depth_to_color) with the colour stream"
+        )
+    return np.take(c[..., :3].reshape(-1, 3), pixels, axis=0)
 
 
 def crop_mask(points: np.ndarray, box_min, box_max) -> np.ndarray:
@@ -162,10 +183,12 @@ def fuse(
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
-def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
-    """Centroid of the points in each occupied voxel (cube edge `voxel_size` m): (3, N) -> (3, M)."""
+def voxel_downsample(points: np.ndarray, voxel_size: float, colours: np.ndarray | None = None):
+    """Centroid of the points in each occupied voxel (cube edge `voxel_size` m): (3, N) -> (3, M).
+
+    With (N, 3) uint8 `colours`, returns (points, mean colour per voxel)."""
     if voxel_size <= 0 or points.shape[1] == 0:
-        return points
+        return points if colours is None else (points, colours)
     cells = np.floor(points / np.float32(voxel_size)).astype(np.int64)
     cells -= cells.min(axis=1, keepdims=True)
     dims = cells.max(axis=1) + 1
@@ -174,13 +197,19 @@ def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
     out = np.empty((3, uniq.size), np.float32)
     for axis in range(3):
         out[axis] = np.bincount(inverse, weights=points[axis], minlength=uniq.size) / counts
-    return out
+    if colours is None:
+        return out
+    rgb = np.empty((uniq.size, 3), np.uint8)
+    for ch in range(3):
+        rgb[:, ch] = np.round(np.bincount(inverse, weights=colours[:, ch], minlength=uniq.size) / counts)
+    return out, rgb
 
 
-def decimate(points: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
-    """At most `max_points` of the (3, N) points, chosen uniformly (deterministic for a seed)."""
+def decimate(points: np.ndarray, max_points: int, seed: int = 0, colours: np.ndarray | None = None):
+    """At most `max_points` of the (3, N) points, chosen uniformly (deterministic for a seed);
+    (points, colours) when (N, 3) colours are given."""
     n = points.shape[1]
     if max_points <= 0 or n <= max_points:
-        return points
+        return points if colours is None else (points, colours)
     keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
-    return points[:, keep]
+    return points[:, keep] if colours is None else (points[:, keep], colours[keep])

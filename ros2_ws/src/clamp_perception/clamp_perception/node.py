@@ -76,6 +76,7 @@ class PerceptionNode(Node):
         self.declare_parameter("config_file", "")  # empty: the package's config/perception.yaml
         self.declare_parameter("image_qos", "sensor_data")  # or "reliable"
         self.declare_parameter("publish_cloud", True)
+        self.declare_parameter("colour_cloud", True)  # colour /clamp/cloud from the cameras' colour streams
         self.declare_parameter("diagnostics_period_s", 1.0)
         self.declare_parameter("threads", 2)  # worker threads of the pipeline (cameras / views in parallel)
         config_file = self.get_parameter("config_file").value or str(default_config_path())
@@ -95,6 +96,8 @@ class PerceptionNode(Node):
         )
         self.cloud_every = max(1, int(cloud_cfg.get("every_n_frames", 5)))
         self.publish_cloud = bool(self.get_parameter("publish_cloud").value)
+        self.colour_cloud = self.publish_cloud and bool(self.get_parameter("colour_cloud").value)
+        self.colours: dict[str, collections.deque] = {c: collections.deque(maxlen=5) for c in self.sync.cameras}
 
         self.infos: dict[str, CameraInfo] = {}
         self.rates = {c: _Rate() for c in self.sync.cameras}
@@ -111,6 +114,10 @@ class PerceptionNode(Node):
             self.create_subscription(
                 CameraInfo, rig.camera_info_topic(topic), lambda m, c=cam: self.infos.__setitem__(c, m), image_qos
             )
+            if self.colour_cloud:
+                self.create_subscription(
+                    Image, rig.color_topic(cam), lambda m, c=cam: self.colours[c].append(m), image_qos
+                )
         self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
         self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
         self.views_pub = self.create_publisher(Image, rig.VIEWS_TOPIC, OUT_QOS)
@@ -189,9 +196,40 @@ class PerceptionNode(Node):
         self.views_pub.publish(numpy_to_image(self.pipeline.tile(views), "32FC4", stamp, rig.WORLD_FRAME))
         self.published += 1
         if self.publish_cloud and self.published % self.cloud_every == 1 % self.cloud_every:
-            pts = self.pipeline.cloud_for_publishing(cloud, seed=self.published)
-            self.cloud_pub.publish(points_to_cloud(pts, rig.WORLD_FRAME, stamp))
+            rgb = None
+            if self.colour_cloud and self._attach_colours(frames, group):
+                cloud, rgb = self.pipeline.fuse_coloured(frames)
+                pts, rgb = self.pipeline.cloud_for_publishing(cloud, self.published, rgb)
+            else:
+                pts = self.pipeline.cloud_for_publishing(cloud, seed=self.published)
+            self.cloud_pub.publish(points_to_cloud(pts, rig.WORLD_FRAME, stamp, rgb=rgb))
         self.latency_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _attach_colours(self, frames: dict, group) -> bool:
+        """Set DepthFrame.colour from the colour image with the depth's stamp; False if none matched."""
+        any_colour = False
+        for cam, frame in frames.items():
+            t = group.stamps[cam]
+            match = min(self.colours[cam], key=lambda m: abs(stamp_to_ns(m.header.stamp) - t), default=None)
+            if match is None or abs(stamp_to_ns(match.header.stamp) - t) > self.sync.tolerance_ns:
+                continue
+            try:
+                img = image_to_numpy(match)
+            except ValueError as exc:
+                self._skip("bad_colour", f"{cam}: colour image unusable for the cloud: {exc}")
+                continue
+            if match.encoding in ("bgr8", "bgra8"):
+                img = img[..., 2::-1]
+            if img.ndim != 3 or img.shape[:2] != frame.depth.shape:
+                self._skip(
+                    "bad_colour",
+                    f"{cam}: colour {match.width}x{match.height} ({match.encoding}) is not aligned with depth "
+                    f"{frame.depth.shape[1]}x{frame.depth.shape[0]}; cloud published without its colour",
+                )
+                continue
+            frame.colour = img
+            any_colour = True
+        return any_colour
 
     # ----------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:

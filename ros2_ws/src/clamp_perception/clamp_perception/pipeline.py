@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from clamp_perception import rig
-from clamp_perception.fusion import DepthFrame, decimate, fuse, voxel_downsample
+from clamp_perception.fusion import DepthFrame, decimate, deproject, fuse, point_colours, voxel_downsample
 from clamp_perception.render import ViewCamera, render, tile
 from clamp_perception.transforms import TransformBuffer
 
@@ -216,10 +216,39 @@ class PerceptionPipeline:
         views = self.render(points, wrist_poses)
         return views, points.T
 
-    def cloud_for_publishing(self, cloud: np.ndarray, seed: int = 0) -> np.ndarray:
-        """(N, 3) -> voxel-downsampled and decimated (M, 3) per the `cloud:` config."""
-        pts = voxel_downsample(np.ascontiguousarray(cloud.T), self.cloud_voxel)
-        return decimate(pts, self.cloud_max_points, seed).T
+    def fuse_coloured(self, frames) -> tuple[np.ndarray, np.ndarray]:
+        """The fused cloud (N, 3) with (N, 3) uint8 colours from each DepthFrame's aligned `colour`
+        image (grey where a frame has none). Same points, same order as `fuse`."""
+        frames = list(frames.values()) if isinstance(frames, dict) else list(frames)
+        pts, rgb = [], []
+        for f in frames:
+            f.check(self.allow_distortion)
+            p, pix = deproject(
+                f,
+                self.stride_for(f.depth.shape[1]),
+                self.depth_scale,
+                self.min_depth,
+                self.max_depth,
+                None,
+                self.box_min,
+                self.box_max,
+                return_pixels=True,
+            )
+            pts.append(p)
+            rgb.append(point_colours(f, pix))
+        if not pts:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+        return np.concatenate(pts, axis=1).T, np.concatenate(rgb, axis=0)
+
+    def cloud_for_publishing(self, cloud: np.ndarray, seed: int = 0, colours: np.ndarray | None = None):
+        """(N, 3) -> voxel-downsampled and decimated (M, 3) per the `cloud:` config;
+        (points, colours) when (N, 3) uint8 colours are given."""
+        pts = np.ascontiguousarray(cloud.T)
+        if colours is None:
+            return decimate(voxel_downsample(pts, self.cloud_voxel), self.cloud_max_points, seed).T
+        pts, rgb = voxel_downsample(pts, self.cloud_voxel, colours)
+        pts, rgb = decimate(pts, self.cloud_max_points, seed, rgb)
+        return pts.T, rgb
 
     # ------------------------------------------------------------------------------ TF plumbing
     def frames_from_buffer(
