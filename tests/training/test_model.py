@@ -100,7 +100,13 @@ def test_default_config_infers_well_within_the_replan_horizon():
 
     policy = DiffusionPolicy(PRESETS["default"]().policy).eval()
     obs = _obs(b=1)
-    policy.sample(obs)  # warm-up (diffusers import, allocator)
-    t = time.perf_counter()
-    policy.sample(obs)
-    assert time.perf_counter() - t < 1.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the inference node should on a shared CPU (2 threads spin-wait here)
+    try:
+        policy.sample(obs)  # warm-up (diffusers import, allocator)
+        t = time.perf_counter()
+        policy.sample(obs)
+        elapsed = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads)
+    assert elapsed < 1.0, f"{elapsed:.2f} s for one chunk"

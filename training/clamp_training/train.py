@@ -297,6 +297,22 @@ def train(
     convert_workers: int = 1,
 ) -> dict:
     """Train (resuming from RUN/checkpoint when present); returns a summary dict."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, data, run_dir, resume, export, progress, convert_workers)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (tests, notebooks) keep their setting
+
+
+def _train(
+    cfg: TrainConfig,
+    data: list[str],
+    run_dir: str | os.PathLike,
+    resume: bool,
+    export: bool,
+    progress: bool,
+    convert_workers: int,
+) -> dict:
     from clamp_policy.models import EMA, DiffusionPolicy
     from tqdm import tqdm
 
