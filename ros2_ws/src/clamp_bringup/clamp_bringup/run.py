@@ -61,11 +61,16 @@ class RunningGraph:
     nodes: dict = field(default_factory=dict)
     thread: threading.Thread | None = None
     own_context: bool = False
+    own_executor: bool = False
+    stop_event: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
         recorder = self.nodes.get("recorder")
         if recorder is not None:
             recorder.shutdown()  # close a running episode properly
+        self.stop_event.set()  # never destroy nodes under a spinning thread
+        if self.thread is not None:
+            self.thread.join(timeout=5.0)
         for node in self.nodes.values():
             self.executor.remove_node(node)
             node.destroy_node()
@@ -73,10 +78,12 @@ class RunningGraph:
         if self.own_context:
             import rclpy
 
-            rclpy.shutdown(context=self.context)
-        self.executor.shutdown(timeout_sec=1.0)
-        if self.thread is not None:
-            self.thread.join(timeout=2.0)
+            try:
+                rclpy.shutdown(context=self.context)
+            except Exception as exc:  # a node that failed half-way in __init__ may not destroy cleanly
+                print(f"warning: while shutting down: {exc!r}", flush=True)
+        if self.own_executor:  # a caller's executor stays theirs
+            self.executor.shutdown(timeout_sec=1.0)
 
 
 def start_graph(
@@ -110,11 +117,14 @@ def start_graph(
     spin_own = executor is None
     if spin_own:
         executor = MultiThreadedExecutor(num_threads=max(4, len(specs) + 2), context=context)
-    running = RunningGraph(graph, context, executor, own_context=own)
+    running = RunningGraph(graph, context, executor, own_context=own, own_executor=spin_own)
     try:
         for s in specs:
             params = {**s.parameters, **(overrides or {}).get(s.name, {})}
-            node = classes[s.name](context=context, parameter_overrides=parameter_overrides(params))
+            try:
+                node = classes[s.name](context=context, parameter_overrides=parameter_overrides(params))
+            except Exception as exc:
+                raise RunnerError(f"node {s.name!r} ({s.module}:{s.cls}) did not start: {exc}") from exc
             running.nodes[s.name] = node
             executor.add_node(node)
     except Exception:
@@ -123,7 +133,7 @@ def start_graph(
     if spin_own:
 
         def spin():
-            while context.ok():
+            while context.ok() and not running.stop_event.is_set():
                 try:
                     executor.spin_once(timeout_sec=0.1)
                 except Exception:
@@ -170,7 +180,10 @@ def main(argv=None) -> int:
             f"profile {graph.profile['name']!r} needs hardware drivers {hw}: use `ros2 launch clamp_bringup "
             "aloha.launch.py` on the robot (or --profile sim here)"
         )
-    running = start_graph(graph, skip=a.skip, only=a.only, overrides=_parse_set(a.set))
+    try:
+        running = start_graph(graph, skip=a.skip, only=a.only, overrides=_parse_set(a.set))
+    except RunnerError as exc:
+        raise SystemExit(f"error: {exc}") from None
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
