@@ -95,6 +95,10 @@ JOINT_COMMAND_TOPIC = "/clamp/joint_command"
 VIEWS_TOPIC = "/clamp/views"
 CLOUD_TOPIC = "/clamp/cloud"
 TASK_TOPIC = "/clamp/task"
+# /clamp/task is latched like /tf_static: publishers AND subscribers use RELIABLE + TRANSIENT_LOCAL
+# (depth 1), so a node started after the task was set still receives it (a volatile subscriber
+# never gets a task published before it joined).
+TASK_LATCHED = True
 ACTION_CHUNK_TOPIC = "/clamp/action_chunk"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 # The arm driver's state (std_msgs/String, transient-local QoS so late joiners get it): "waiting",
