@@ -405,8 +405,10 @@ def _types_from_schema(text: str, name: str) -> dict:
 class EpisodeReader:
     """Reads an episode bag: metadata, per-topic counts/rates, decoded messages in time order.
 
-    A complete bag is read through rosbags' rosbag2 Reader; a bag left by a crash (no metadata.yaml or
-    no MCAP summary) is scanned record by record up to the last complete one, with a warning.
+    A complete bag is read through its MCAP summary and chunk index (only the chunks that hold the
+    requested topics; the same file opens with rosbags' rosbag2 Reader). A bag left by a crash (no
+    metadata.yaml or no MCAP summary) is scanned record by record up to the last complete one, with
+    a warning.
     """
 
     def __init__(self, bag_dir: str | Path) -> None:
