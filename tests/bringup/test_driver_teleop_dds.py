@@ -75,6 +75,31 @@ def test_driver_startup_move_commands_and_sleep(ros):
     np.testing.assert_allclose(xs.group_cmds["follower_right"][-1], SLEEP[7:13], atol=1e-5)
 
 
+def test_driver_opening_moves_leaders_to_start_then_releases_them(ros):
+    followers = ros.add(XsEmulator(start=SLEEP, context=ros.context))
+    leader_start = np.array([0.3, -0.5, 0.8, 0.0, 0.2, 0.0, 0.4] * 2)
+    leaders = ros.add(
+        XsEmulator(
+            arms=rig.LEADERS,
+            start=leader_start,
+            gripper=rig.LEADER_GRIPPER,
+            node_name="xs_leaders",
+            context=ros.context,
+        )
+    )
+    driver = _driver(ros, leaders_to_start=True)
+    wait_until(lambda: driver.core.state == "ready", 30.0, "the opening ceremony to finish")
+    for arm in rig.LEADERS:  # ALOHA: leaders in position mode, torque on, to the start pose, torque off
+        calls = [c for c in leaders.calls if c[0] == arm]
+        assert (arm, "mode", "group", "arm", "position") in calls
+        assert calls.index((arm, "torque", "group", "all", True)) < calls.index((arm, "torque", "group", "all", False))
+    left = np.array(leaders.group_cmds["leader_left"])
+    np.testing.assert_allclose(left[0], leader_start[:6], atol=0.05)
+    np.testing.assert_allclose(left[-1], START[:6], atol=1e-6)
+    assert leaders.single_cmds["leader_right"][-1] == pytest.approx(float(rig.LEADER_GRIPPER.joint(START[13])))
+    assert followers.group_cmds["follower_left"]  # and the followers went to the start pose after
+
+
 def test_driver_without_xs_services_stays_put_and_says_so(ros):
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 

@@ -19,7 +19,7 @@ from sensor_msgs.msg import JointState
 
 class XsEmulator(Node):
     def __init__(self, arms=rig.FOLLOWERS, start=None, tau=0.03, gripper=rig.FOLLOWER_GRIPPER, services=True, **kwargs):
-        super().__init__("xs_emulator", **kwargs)
+        super().__init__(kwargs.pop("node_name", "xs_emulator"), **kwargs)
         self.arms = tuple(arms)
         self.gripper = gripper
         self.lock = threading.Lock()
