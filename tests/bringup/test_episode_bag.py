@@ -71,6 +71,11 @@ def test_round_trip_real_rclpy_messages(tmp_path):
     assert info[rig.depth_topic("cam_high")].rate_hz == pytest.approx(10.0)
     assert r.metadata["rates"][rig.joint_states_topic("follower_left")] == pytest.approx(50.0)
     assert "clamp_episode" in r.custom_data()
+    scanned = r._index = None  # the summary path must agree with a full scan of the data
+    r._complete = False
+    scanned = r.topics()
+    r._complete, r._index = True, None
+    assert r.topics() == scanned
 
     msgs = list(r.messages([rig.joint_states_topic("follower_left")]))
     assert [m.stamp_ns for m in msgs] == sorted(m.stamp_ns for m in msgs)

@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 SCHEMA_VERSION = 1
@@ -544,6 +545,8 @@ class EpisodeReader:
     # -- summary
     def topics(self) -> dict[str, TopicInfo]:
         """Topic -> TopicInfo(msgtype, count, rate_hz, first_ns, last_ns) over the readable data."""
+        if self._index is None and self._complete:
+            self._index = self._topics_from_index()
         if self._index is None:
             stats: dict[str, list] = {}
             for topic, msgtype, stamp, _ in self.raw_messages():
@@ -556,6 +559,39 @@ class EpisodeReader:
                 for t, (mt, n, a, b) in stats.items()
             }
         return dict(self._index)
+
+    def _topics_from_index(self) -> dict[str, TopicInfo] | None:
+        """Counts from the MCAP statistics, first/last times from the message indexes: no data read."""
+        from mcap.reader import make_reader
+
+        with open(self.mcap_path, "rb") as f:
+            summary = make_reader(f).get_summary()
+            if summary is None or summary.statistics is None:
+                return None
+            first: dict[int, int] = {}
+            last: dict[int, int] = {}
+            for chunk in summary.chunk_indexes:
+                for cid, offset in chunk.message_index_offsets.items():
+                    f.seek(offset)
+                    head = f.read(9)  # opcode, record length
+                    if len(head) < 9 or head[0] != 0x07:
+                        return None
+                    body = f.read(struct.unpack_from("<Q", head, 1)[0])
+                    n = struct.unpack_from("<I", body, 2)[0] // 16
+                    if n == 0:
+                        continue
+                    times = np.frombuffer(body, dtype="<u8", count=2 * n, offset=6)[::2]
+                    first[cid] = min(first.get(cid, 2**63), int(times.min()))
+                    last[cid] = max(last.get(cid, 0), int(times.max()))
+        out: dict[str, TopicInfo] = {}
+        for cid, channel in summary.channels.items():
+            n = summary.statistics.channel_message_counts.get(cid, 0)
+            if n == 0:
+                continue
+            a, b = first.get(cid), last.get(cid)
+            rate = (n - 1) * 1e9 / (b - a) if n > 1 and a is not None and b > a else None
+            out[channel.topic] = TopicInfo(summary.schemas[channel.schema_id].name, n, rate, a, b)
+        return out
 
     def custom_data(self) -> dict[str, str]:
         """rosbag2 custom_data from metadata.yaml ({} for a crashed bag)."""
