@@ -38,7 +38,13 @@ from clamp_perception.msg_conversions import (
 )
 from clamp_perception.pipeline import CameraImage, PerceptionPipeline, default_config_path
 from clamp_perception.sync import FrameSynchronizer
-from clamp_perception.transforms import TransformBuffer, TransformError
+from clamp_perception.transforms import (
+    ConnectivityError,
+    ExtrapolationError,
+    TransformBuffer,
+    TransformError,
+    UnknownFrameError,
+)
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(
@@ -53,6 +59,14 @@ def _image_qos(name: str) -> QoSProfile:
     if name == "reliable":
         return QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     raise ValueError(f"image_qos must be 'sensor_data' or 'reliable', got {name!r}")
+
+
+class _Wait(Exception):
+    """A frame set that cannot be processed yet (TF or camera_info may still arrive)."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason, self.text = reason, text
 
 
 class _Rate:
@@ -78,6 +92,7 @@ class PerceptionNode(Node):
         self.declare_parameter("publish_cloud", True)
         self.declare_parameter("colour_cloud", True)  # colour /clamp/cloud from the cameras' colour streams
         self.declare_parameter("diagnostics_period_s", 1.0)
+        self.declare_parameter("tf_wait_s", 0.25)  # wall time a frame may wait for late TF / camera_info
         self.declare_parameter("threads", 2)  # worker threads of the pipeline (cameras / views in parallel)
         config_file = self.get_parameter("config_file").value or str(default_config_path())
         self.pipeline = PerceptionPipeline.from_config(config_file)
@@ -106,13 +121,15 @@ class PerceptionNode(Node):
         self.skipped: collections.Counter = collections.Counter()
         self.last_problem = ""
         self._skipped_reported = 0
+        self.tf_wait_s = float(self.get_parameter("tf_wait_s").value)
+        self._pending = None  # (group, first attempt monotonic time, _Wait) of a frame waiting for TF/camera_info
 
         image_qos = _image_qos(self.get_parameter("image_qos").value)
         for cam in self.sync.cameras:
             topic = rig.depth_topic(cam)
             self.create_subscription(Image, topic, lambda m, c=cam: self._on_depth(c, m), image_qos)
             self.create_subscription(
-                CameraInfo, rig.camera_info_topic(topic), lambda m, c=cam: self.infos.__setitem__(c, m), image_qos
+                CameraInfo, rig.camera_info_topic(topic), lambda m, c=cam: self._on_info(c, m), image_qos
             )
             if self.colour_cloud:
                 self.create_subscription(
@@ -135,6 +152,11 @@ class PerceptionNode(Node):
             self.tf.add_message(msg, static=static)
         except ValueError as exc:  # NaN transform, empty frame name: drop it, say so
             self._skip("bad_tf", f"ignored a {'/tf_static' if static else '/tf'} message: {exc}")
+        self._retry_pending()
+
+    def _on_info(self, cam: str, msg: CameraInfo) -> None:
+        self.infos[cam] = msg
+        self._retry_pending()
 
     def _on_depth(self, cam: str, msg: Image) -> None:
         self.rates[cam].tick()
@@ -142,8 +164,27 @@ class PerceptionNode(Node):
         group = self.sync.pop()
         if group is None:
             return
+        if self._pending is not None:  # a newer observation replaces one still waiting for TF
+            _, _, wait = self._pending
+            self._pending = None
+            self._skip(wait.reason, wait.text)
+        self._attempt(group, time.monotonic())
+
+    def _retry_pending(self) -> None:
+        if self._pending is not None:
+            group, since, _ = self._pending
+            self._pending = None
+            self._attempt(group, since)
+
+    def _attempt(self, group, since: float) -> None:
+        """Process a frame set; one that waits for TF / camera_info is kept (tf_wait_s) and retried."""
         try:
             self._process(group)
+        except _Wait as wait:
+            if time.monotonic() - since < self.tf_wait_s:
+                self._pending = (group, since, wait)
+            else:
+                self._skip(wait.reason, wait.text)
         except Exception as exc:  # never let one bad frame kill the node
             if not self.context.ok():  # shutting down: publishers are gone, nothing to report
                 return
@@ -161,8 +202,7 @@ class PerceptionNode(Node):
         for cam, msg in group.frames.items():
             info = self.infos.get(cam)
             if info is None:
-                self._skip("no_camera_info", f"no camera_info received yet for {cam}; skipping the frame")
-                return
+                raise _Wait("no_camera_info", f"no camera_info received yet for {cam}; skipping the frame")
             try:
                 depth = image_to_numpy(msg)
                 intr = camera_info_intrinsics(info)
@@ -186,6 +226,12 @@ class PerceptionNode(Node):
         try:
             frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
             views, cloud = self.pipeline.process(frames, wrist)
+        except (UnknownFrameError, ConnectivityError, ExtrapolationError) as exc:
+            if isinstance(exc, ExtrapolationError) and not exc.future:
+                self._skip("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
+                return
+            # TF not there yet (or still catching up): the frame waits a little for it
+            raise _Wait("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}") from exc
         except TransformError as exc:
             self._skip("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
             return

@@ -33,7 +33,9 @@ class ConnectivityError(TransformError):
 
 
 class ExtrapolationError(TransformError):
-    pass
+    def __init__(self, message: str, future: bool = False) -> None:
+        super().__init__(message)
+        self.future = future  # the time asked for is newer than the newest sample: data may still come
 
 
 @dataclass
@@ -151,7 +153,9 @@ class TransformBuffer:
             raise ExtrapolationError(
                 f"lookup {target!r} <- {source!r} at {_fmt_ns(stamp_ns)}: transform {edge.parent!r} -> {child!r} "
                 f"is only known from {_fmt_ns(first)} to {_fmt_ns(last)} ({len(stamps)} samples, tolerance "
-                f"{self.tolerance_ns / 1e6:.0f} ms); is its publisher running and are clocks (use_sim_time) consistent?"
+                f"{self.tolerance_ns / 1e6:.0f} ms); is its publisher running and are clocks (use_sim_time) "
+                "consistent?",
+                future=stamp_ns > last,
             )
         if stamp_ns <= first:
             return make_transform(edge.quaternions[0], edge.translations[0])
