@@ -35,6 +35,7 @@ FINETUNE_DEFAULTS = {
     "log_every": 10,
     "num_workers": 0,
     "cache_bytes": 4.0e9,
+    "threads": 0,
 }
 
 
@@ -68,6 +69,13 @@ def finetune(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
+    from .clamp_run import cpu_threads
+
+    with cpu_threads((train or {}).get("threads", 0)):
+        return _finetune(init, data, out, train, unfreeze, device, progress)
+
+
+def _finetune(init, data, out, train, unfreeze, device, progress) -> dict:
     from clamp_policy.models.checkpoint import load_policy, save_policy
     from clamp_policy.models.clamp_model import freeze_encoders, keep_frozen_eval
     from tqdm import tqdm
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -182,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         if ignored:
             print(f"finetune: ignoring train keys it does not use: {ignored}", file=sys.stderr)
         train.update({k: v for k, v in section.items() if k in FINETUNE_DEFAULTS})
-    for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr)):
+    for key, val in (
+        ("steps", args.steps),
+        ("batch_size", args.batch_size),
+        ("lr", args.lr),
+        ("threads", args.threads),
+    ):
         if val is not None:
             train[key] = val
     summary = finetune(args.init, args.data, args.out, train, args.unfreeze, args.device, not args.no_progress)

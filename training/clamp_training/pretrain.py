@@ -29,6 +29,13 @@ def _log(rank: int, *a):
 
 def pretrain(cfg: dict, data: list[str], out: str | Path, device: str = "cpu", progress: bool = True) -> dict:
     """Run pretraining as configured; returns the summary (also written to RUN/summary.json)."""
+    from .clamp_run import cpu_threads
+
+    with cpu_threads(cfg["train"].get("threads", 0)):
+        return _pretrain(cfg, data, out, device, progress)
+
+
+def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress: bool) -> dict:
     from clamp_policy.models.checkpoint import save_policy
     from clamp_policy.models.siglip import distributed
     from tqdm import tqdm
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument(
         "--synthetic",
@@ -170,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     from .clamp_run import load_config
 
     overrides = {"train": {}}
-    for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed)):
+    for key, val in (
+        ("steps", args.steps),
+        ("batch_size", args.batch_size),
+        ("lr", args.lr),
+        ("seed", args.seed),
+        ("threads", args.threads),
+    ):
         if val is not None:
             overrides["train"][key] = val
     cfg = load_config(args.config, overrides)

@@ -1,0 +1,164 @@
+"""Short CPU pretraining on clamp_sim-like data -> held-out retrieval above chance; the retrieval tool;
+fine-tuning from the pretrained run keeps the CLAMP encoder frozen (bit-identical), or trains it when
+unfrozen; the exported policies load and sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from clamp_training import finetune as finetune_cmd
+from clamp_training import pretrain as pretrain_cmd
+from clamp_training import retrieval as retrieval_cmd
+from clamp_training.clamp_data import write_synthetic_dataset
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "policy": {
+        "image_encoder": {
+            "type": "clamp_vit3d",
+            "view_size": 32,
+            "patch_size": 8,
+            "dim": 48,
+            "options": {"depth": 2, "heads": 4},
+        },
+        "d_model": 32,
+        "nhead": 2,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "ff_dim": 64,
+        "train_timesteps": 20,
+        "inference_steps": 2,
+    },
+    "clamp": {"embed_dim": 32, "action_encoder": {"history": 8, "dim": 32, "depth": 1, "heads": 4}},
+    "train": {"steps": 120, "batch_size": 24, "lr": 2e-3, "val_fraction": 0.25, "retrieval_samples": 64, "threads": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clamp")
+    data = write_synthetic_dataset(root / "data", episodes=16, steps=30, size=32, seed=0)
+    cfg_path = root / "clamp.yaml"
+    cfg_path.write_text(yaml.safe_dump(CONFIG))
+    run = root / "run"
+    torch.manual_seed(0)
+    rc = pretrain_cmd.main(["--config", str(cfg_path), "--data", str(data), "--out", str(run), "--no-progress"])
+    assert rc == 0
+    return run, data, root
+
+
+def test_pretraining_reaches_held_out_retrieval_well_above_chance(pretrained):
+    run, _, _ = pretrained
+    summary = json.loads((run / "summary.json").read_text())
+    r = summary["retrieval"]
+    assert summary["held_out_episodes"] == 4 and r["samples"] == 64
+    # chance: 1/64 top-1, 5/64 top-5 among the held-out samples
+    assert r["image_to_action_top5"] >= 3 * r["chance_top5"], r
+    assert r["action_to_image_top5"] >= 3 * r["chance_top5"], r
+    assert r["image_to_action_top1"] >= 3 * r["chance_top1"], r
+    assert r["image_to_text_top5"] >= 2 * r["text_chance_top5"] or r["image_to_text_top5"] == 1.0, r
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    for key in ("image_action", "image_text", "action_text"):
+        assert last[key] < first[key], (key, first[key], last[key])
+    assert summary["samples_per_s"] > 0
+    for name in ("loss_curves.png", "embeddings.png", "retrieval.json", "config.yaml"):
+        assert (run / name).stat().st_size > 0, name
+    for name in ("model.safetensors", "config.json", "model.safetensors.sha256"):
+        assert (run / "clamp" / name).is_file() and (run / "policy" / name).is_file()
+
+
+def test_retrieval_tool_reproduces_the_run_numbers(pretrained, tmp_path, capsys):
+    run, data, _ = pretrained
+    assert (
+        retrieval_cmd.main(["--run", str(run), "--data", str(data), "--max-samples", "64", "--out", str(tmp_path)]) == 0
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    again = line["retrieval"]
+    saved = json.loads((run / "retrieval.json").read_text())
+    for key in ("image_to_action_top1", "image_to_action_top5", "image_to_text_top1"):
+        assert again[key] == pytest.approx(saved[key]), key
+    assert (tmp_path / "embeddings.png").stat().st_size > 0
+
+
+def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
+    from clamp_policy.models import load_policy
+    from clamp_training.finetune import params_digest
+
+    run, _, root = pretrained
+    demos = write_synthetic_dataset(root / "demos", episodes=3, steps=30, size=32, seed=7)
+    pre = load_policy(run / "policy")
+    out = tmp_path / "ft"
+    rc = finetune_cmd.main(
+        [
+            "--init",
+            str(run),
+            "--data",
+            str(demos),
+            "--out",
+            str(out),
+            "--steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["encoder_frozen"] and summary["encoder_unchanged"] and summary["frozen_parameters"] > 0
+    post = load_policy(out / "policy")
+    assert params_digest(post.image_encoder) == params_digest(pre.image_encoder)
+    # ...while the rest of the policy did train
+    changed = [
+        k
+        for k, v in post.state_dict().items()
+        if not k.startswith("image_encoder.") and v.dtype.is_floating_point and not torch.equal(v, pre.state_dict()[k])
+    ]
+    assert any(k.startswith("decoder.") for k in changed)
+    chunk = post.sample({"views": torch.zeros(1, 5, 4, 32, 32), "state": torch.zeros(1, 14)})
+    assert chunk.shape == (1, 50, 14) and torch.isfinite(chunk).all()
+
+    out2 = tmp_path / "ft_unfrozen"
+    rc = finetune_cmd.main(
+        [
+            "--init",
+            str(run / "policy"),
+            "--data",
+            str(demos),
+            "--out",
+            str(out2),
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--unfreeze",
+            "--threads",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert not json.loads((out2 / "summary.json").read_text())["encoder_unchanged"]
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretraining run"):
+        finetune_cmd.finetune(tmp_path, [str(tmp_path)], tmp_path / "out")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"policy": {"image_encoder": {"type": "patch"}}}))
+    from clamp_training.clamp_run import build_model, load_config
+
+    with pytest.raises(ValueError, match="clamp_vit3d"):
+        build_model(load_config(bad))
+    bad.write_text(yaml.safe_dump({"trian": {}}))
+    with pytest.raises(ValueError, match="unknown section"):
+        load_config(bad)
