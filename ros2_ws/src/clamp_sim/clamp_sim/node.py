@@ -55,6 +55,7 @@ class SimNode(Node):
             "joint_state_hz": 100.0,
             "rate_factor": 1.0,
             "cameras": list(rig.CAMERAS),
+            "render_quality": "fast",
             "profile": "",
         }
         for name, default in p.items():

@@ -135,6 +135,8 @@ class ScriptedPolicy:
         self.step_count = 0
         self.waypoints: dict[str, list[Waypoint]] | None = None
         self.q = {arm: START_ARM_POSE.copy() for arm in rig.FOLLOWERS}
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_q: dict[int, dict[str, np.ndarray]] = {}
 
     def home(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
         return self.ik[arm].forward(START_ARM_POSE)
@@ -142,8 +144,9 @@ class ScriptedPolicy:
     def plan(self, obs: dict) -> dict[str, list[Waypoint]]:
         raise NotImplementedError
 
-    def correct(self, obs: dict) -> None:
-        """Adjust future waypoints from the current observation (closed-loop fine steps)."""
+    def correct(self, obs: dict) -> bool:
+        """Adjust future waypoints from the current observation (closed-loop fine steps); True if changed."""
+        return False
 
     def target(self, arm: str, t: int) -> Waypoint:
         wps = self.waypoints[arm]
@@ -172,11 +175,21 @@ class ScriptedPolicy:
     def __call__(self, obs: dict) -> np.ndarray:
         if self.waypoints is None:
             self.waypoints = self.plan(obs)
-        self.correct(obs)
         t0 = int(obs.get("step", self.step_count))
-        chunk = np.stack([self.action(t0 + k) for k in range(rig.CHUNK_LENGTH)])
+        if self.correct(obs):  # waypoints moved: plans from t0 on are stale
+            self._cache = {t: a for t, a in self._cache.items() if t < t0}
+        # IK is the expensive part; steps already solved by an earlier (overlapping) chunk are reused
+        chunk = []
+        for t in range(t0, t0 + rig.CHUNK_LENGTH):
+            if t not in self._cache:
+                prev = self._cache_q.get(t - 1)
+                if prev is not None:
+                    self.q = {arm: q.copy() for arm, q in prev.items()}
+                self._cache[t] = self.action(t)
+                self._cache_q[t] = {arm: q.copy() for arm, q in self.q.items()}
+            chunk.append(self._cache[t])
         self.step_count = t0 + rig.CHUNK_LENGTH
-        return chunk
+        return np.stack(chunk)
 
 
 def _obj(obs: dict, name: str) -> np.ndarray:
@@ -225,6 +238,8 @@ class TransferCubePolicy(ScriptedPolicy):
             cube = _obj(obs, "red cube")
             for wp in self.waypoints["follower_left"][2:5]:
                 wp.pos = cube + [-0.035, 0.0, 0.0]
+            return True
+        return False
 
 
 class InsertionPolicy(ScriptedPolicy):
@@ -271,13 +286,14 @@ class InsertionPolicy(ScriptedPolicy):
         # observed offset between where the peg is and where it should be relative to the socket.
         t = int(obs.get("step", self.step_count))
         if t < 240:
-            return
+            return False
         peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
         if self.offset is None:  # how the peg sits in the hand (incl. tracking error), once lifted
             grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
             self.offset = grasp - peg
         for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.093), strict=False):
             wp.pos = socket + [dx, 0.0, 0.0] + self.offset
+        return True
 
 
 class PlaceCubePolicy(ScriptedPolicy):
