@@ -79,7 +79,8 @@ class SimNode(Node):
         self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.success_pub = self.create_publisher(Bool, "/clamp_sim/success", 10)
-        self.task_pub = self.create_publisher(String, rig.TASK_TOPIC, LATCHED)
+        # transient-local (rig.TASK_LATCHED) so late joiners (policy, recorder) get the task text
+        self.task_pub = self.create_publisher(String, rig.TASK_TOPIC, LATCHED if rig.TASK_LATCHED else 10)
         self.objects_pub = self.create_publisher(String, "/clamp_sim/objects", 10)
         self.cam_pubs = {}
         for cam in cams:
