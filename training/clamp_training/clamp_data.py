@@ -56,6 +56,16 @@ class ClampDataset(torch.utils.data.Dataset):
         return item
 
 
+def resolve_data(data: list[str], run, rank: int = 0, world: int = 1, progress: bool = True) -> list[str]:
+    """Converted datasets as given; episode bag dirs are converted once into RUN/dataset (as `train` does)."""
+    from .train import Dist, prepare_data
+
+    d = Dist(rank, world, 0)
+    return [
+        str(p) for p in prepare_data(list(data), Path(run), d, workers=min(4, os.cpu_count() or 1), progress=progress)
+    ]
+
+
 def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cache_bytes: float = 4e9):
     """ChunkDataset over the given converted datasets with views pooled (once) to the model's size."""
     from .dataset import ChunkDataset
@@ -111,13 +121,15 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
         ep = make_episode(seed * 100003 + k, steps=steps, size=size)
         name = f"synthetic_{seed}_{k:04d}"
         g = zarr.open_group(str(root / ds.EPISODES_DIR / f"{name}.zarr"), mode="w")
+        # zarr 3 (Python >= 3.11) has create_array, zarr 2 (the robot's Python 3.10) create_dataset
+        create = g.create_array if hasattr(g, "create_array") else g.create_dataset
         n = len(ep["action"])
-        g.create_array("state", data=ep["state"].astype(np.float32))
-        g.create_array("action", data=ep["action"].astype(np.float32))
-        g.create_array("step_time", data=np.arange(n) / 50.0)
-        g.create_array("view_index", data=np.arange(n, dtype=np.int32))
-        g.create_array("frame_time", data=np.arange(n) / 50.0)
-        g.create_array("views", data=ep["views"].astype(np.float16))
+        create("state", data=ep["state"].astype(np.float32))
+        create("action", data=ep["action"].astype(np.float32))
+        create("step_time", data=np.arange(n) / 50.0)
+        create("view_index", data=np.arange(n, dtype=np.int32))
+        create("frame_time", data=np.arange(n) / 50.0)
+        create("views", data=ep["views"].astype(np.float16))
         g.attrs.update(
             {
                 "task": ep["task"],

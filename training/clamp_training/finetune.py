@@ -80,7 +80,7 @@ def _finetune(init, data, out, train, unfreeze, device, progress) -> dict:
     from clamp_policy.models.clamp_model import freeze_encoders, keep_frozen_eval
     from tqdm import tqdm
 
-    from .clamp_data import collate, dataset_stats, open_clamp_data
+    from .clamp_data import collate, dataset_stats, open_clamp_data, resolve_data
     from .clamp_run import lr_factor, plot_curves, setup_distributed
     from .dataset import policy_stats
 
@@ -99,6 +99,7 @@ def _finetune(init, data, out, train, unfreeze, device, progress) -> dict:
     cfg = policy.cfg
     encoder_before = params_digest(policy.image_encoder)
 
+    data = resolve_data(data, out, progress=progress)
     base = open_clamp_data(
         data, cfg.chunk_length, cfg.action_history, cfg.image_encoder.view_size, float(tr["cache_bytes"])
     )
@@ -170,7 +171,7 @@ def _finetune(init, data, out, train, unfreeze, device, progress) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clamp_training finetune", description=__doc__.split("\n")[0])
     ap.add_argument("--init", required=True, help="pretraining run dir (or an exported policy dir)")
-    ap.add_argument("--data", nargs="+", required=True, help="converted dataset dir(s) with the demonstrations")
+    ap.add_argument("--data", nargs="+", required=True, help="converted dataset dirs and/or episode bag dirs")
     ap.add_argument("--out", required=True, help="run directory to create")
     ap.add_argument("--config", default=None, help="YAML; its `train` section overrides the fine-tuning defaults")
     ap.add_argument("--unfreeze", action="store_true", help="also train the CLAMP image encoder")

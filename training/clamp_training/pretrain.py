@@ -40,7 +40,7 @@ def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress
     from clamp_policy.models.siglip import distributed
     from tqdm import tqdm
 
-    from .clamp_data import ClampDataset, collate, dataset_stats, open_clamp_data, split_episodes
+    from .clamp_data import ClampDataset, collate, dataset_stats, open_clamp_data, resolve_data, split_episodes
     from .clamp_run import build_model, lr_factor, plot_curves, save_clamp, setup_distributed
     from .dataset import policy_stats
     from .prompts import prompt_ids
@@ -57,6 +57,7 @@ def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress
         (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     model, policy_cfg = build_model(cfg)
+    data = resolve_data(data, out, rank, world, progress)
     base = open_clamp_data(
         data,
         chunk_length=policy_cfg.chunk_length,
@@ -157,7 +158,12 @@ def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clamp_training pretrain", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=None, help="YAML with sections policy / clamp / prompt / train")
-    ap.add_argument("--data", nargs="+", default=[], help="converted dataset dir(s) (python -m clamp_training convert)")
+    ap.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        help="converted dataset dirs and/or episode bag dirs (converted into RUN/dataset)",
+    )
     ap.add_argument("--out", required=True, help="run directory to create")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)

@@ -24,9 +24,10 @@ WORKSPACE_HIGH = (0.5, 1.0, 0.5)
 
 def quantise_position(xyz: Sequence[float], low=WORKSPACE_LOW, high=WORKSPACE_HIGH, bins: int = 100) -> tuple:
     """World position (m) -> integer per axis in 0..bins (clipped to the workspace box)."""
-    p = np.asarray(xyz, dtype=float)
-    if p.shape != (3,) or not np.all(np.isfinite(p)):
+    p = np.asarray(xyz, dtype=float).ravel()
+    if p.shape[0] < 3 or not np.all(np.isfinite(p[:3])):
         raise ValueError(f"object position must be 3 finite numbers (x, y, z in metres), got {xyz!r}")
+    p = p[:3]  # a pose (xyz + quaternion) gives its position
     lo, hi = np.asarray(low, float), np.asarray(high, float)
     q = np.rint(np.clip((p - lo) / (hi - lo), 0.0, 1.0) * bins).astype(int)
     return tuple(int(v) for v in q)
