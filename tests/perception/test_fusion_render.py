@@ -282,3 +282,23 @@ def test_coloured_cloud_takes_each_points_own_pixel(scene, scene_frames, pipelin
     frames["cam_low"].colour = np.zeros((5, 5, 3), np.uint8)
     with pytest.raises(ValueError, match="not aligned with depth"):
         pipeline.fuse_coloured(frames)
+
+
+def test_torch_backend_matches_numpy(scene_frames, pipeline):
+    """The GPU path (run here on CPU torch) gives the numpy path's views up to z-buffer tie breaks."""
+    pytest.importorskip("torch")
+    frames, wrists = scene_frames
+    ref, cloud_ref = pipeline.process(frames, wrists)
+    try:
+        pipeline.set_backend("torch", "cpu")
+        got, cloud = pipeline.process(frames, wrists)
+    finally:
+        pipeline.set_backend("numpy")
+    np.testing.assert_array_equal(cloud, cloud_ref)
+    hit_ref, hit = ref[..., 0] > 0, got[..., 0] > 0
+    assert (hit_ref == hit).mean() > 0.999
+    both = hit_ref & hit
+    assert (np.abs(got[..., 0] - ref[..., 0])[both] < 2 * MM).mean() > 0.999
+    assert np.all(got[~hit] == 0)
+    with pytest.raises(ValueError, match="backend must be"):
+        pipeline.set_backend("opencl")

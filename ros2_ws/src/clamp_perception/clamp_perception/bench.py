@@ -117,6 +117,18 @@ def main(argv=None) -> int:
     pipeline.set_threads(1)
     t_single, _ = _timed(lambda: pipeline.process(frames, wrists), args.frames, "pipeline, 1 thread")
 
+    gpu_ms, gpu_name = None, None
+    try:
+        import torch
+
+        if torch.cuda.is_available():  # the GPU figure; includes host<->device copies
+            pipeline.set_backend("torch", "cuda")
+            t_gpu, _ = _timed(lambda: pipeline.process(frames, wrists), args.frames, "pipeline, torch cuda")
+            gpu_ms, gpu_name = round(float(np.median(t_gpu)), 2), torch.cuda.get_device_name()
+            pipeline.set_backend("numpy")
+    except ImportError:
+        pass
+
     import open3d as o3d
 
     poses = pipeline.view_poses(wrists)
@@ -153,6 +165,8 @@ def main(argv=None) -> int:
         # CPU time used per frame (all threads): what the frame costs when the cores are not shared
         "cpu_ms_per_frame": round(_CPU_MS["pipeline"], 2),
         "cpu_ms_per_frame_1_thread": round(_CPU_MS["pipeline, 1 thread"], 2),
+        "gpu_ms_per_frame": gpu_ms,  # null: no CUDA device here
+        "gpu": gpu_name,
         "reference_ms": round(float(np.median(t_ref)), 1),
         "speedup": round(float(np.median(t_ref)) / median, 1),
         "reference_strided_ms": round(float(np.median(t_ref_s)), 1),

@@ -113,6 +113,7 @@ class PerceptionPipeline:
         self.fill_min_neighbours = int(fill_min_neighbours)
         self._executor = None
         self.set_threads(threads)
+        self._torch = None  # TorchRenderer when the torch backend is selected
         self.config = config or {}
 
     @classmethod
@@ -128,7 +129,8 @@ class PerceptionPipeline:
             names = list(rig.VIEW_NAMES)
         size = int(cfg.get("view_size", rig.VIEW_SIZE))
         views = [ViewCamera.from_config(name, views_cfg[name] or {}, size, size) for name in names]
-        return cls(
+        render_cfg = _section(cfg, "render")
+        pipeline = cls(
             views,
             box_min=crop.get("min"),
             box_max=crop.get("max"),
@@ -139,10 +141,12 @@ class PerceptionPipeline:
             allow_distortion=bool(depth.get("allow_distortion", False)),
             cloud_voxel=float(cloud.get("voxel_m", 0.0)),
             cloud_max_points=int(cloud.get("max_points", 0)),
-            fill_min_neighbours=int(_section(cfg, "render").get("fill_min_neighbours", 0)),
-            threads=int(_section(cfg, "render").get("threads", 1)),
+            fill_min_neighbours=int(render_cfg.get("fill_min_neighbours", 0)),
+            threads=int(render_cfg.get("threads", 1)),
             config=cfg,
         )
+        pipeline.set_backend(str(render_cfg.get("backend", "numpy")), str(render_cfg.get("device", "cuda")))
+        return pipeline
 
     def set_threads(self, threads: int) -> None:
         """Worker threads for per-camera fusion and per-view rendering (numpy drops the GIL in its
@@ -153,6 +157,17 @@ class PerceptionPipeline:
             self._executor.shutdown(wait=True)
         self.threads = int(threads)
         self._executor = ThreadPoolExecutor(self.threads, "clamp_perception") if threads > 1 else None
+
+    def set_backend(self, backend: str = "numpy", device: str = "cuda") -> None:
+        """'numpy' (default, CPU) or 'torch' on `device` (e.g. 'cuda', 'cpu'): same results, see torch_backend."""
+        if backend == "numpy":
+            self._torch = None
+        elif backend == "torch":
+            from clamp_perception.torch_backend import TorchRenderer
+
+            self._torch = TorchRenderer(device)
+        else:
+            raise ValueError(f"render backend must be 'numpy' or 'torch', got {backend!r}")
 
     # ---------------------------------------------------------------------------------- queries
     @property
@@ -212,6 +227,8 @@ class PerceptionPipeline:
 
     def process(self, frames, wrist_poses: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """-> (views (V, H, W, 4) float32 [depth, x, y, z], fused cloud (N, 3) float32 in world)."""
+        if self._torch is not None:
+            return self._torch.process(self, frames, wrist_poses)
         points = self.fuse(frames)
         views = self.render(points, wrist_poses)
         return views, points.T
