@@ -108,22 +108,33 @@ def test_teleop_against_clamp_sim_keeps_followers_on_the_leaders(ros):
         res = _call(ros.node("client"), "/teleop/start")
         assert res.success, res.message
         time.sleep(2.0)  # catch up from the start pose
-        errors = []
+        samples = []
+        sim_t0, wall_t0 = running.nodes["sim"].sim.time, time.monotonic()
         end = time.monotonic() + 4.0
         while time.monotonic() < end:
             if len(follower) == 2:
                 got = rig.state_from_joint_states(
                     {a: dict(zip(m.name, m.position, strict=False)) for a, m in follower.items()}
                 )
-                want = leader.pose(time.monotonic() - leader.t0)
-                errors.append(np.abs(got - want))
+                samples.append((time.monotonic() - leader.t0, got))
             time.sleep(0.05)
-        err = np.array(errors)
+        print("sim real-time factor", (running.nodes["sim"].sim.time - sim_t0) / (time.monotonic() - wall_t0))
+        assert len(samples) > 40 and teleop.published > 100
         arm_cols = [i for i in range(14) if i not in (6, 13)]
-        assert len(err) > 40 and teleop.published > 100
-        # Leader -> teleop -> driver -> sim servo -> joint_states: a few ticks of lag on a 0.25 rad, 0.2 Hz
-        # swing (max speed 0.31 rad/s) plus servo tracking error; 0.1 rad = 5.7 degrees.
-        assert np.percentile(err[:, arm_cols], 95) < 0.1, err[:, arm_cols].max(axis=0)
+
+        def p95(lag):
+            return np.percentile([np.abs(g - leader.pose(t - lag))[arm_cols] for t, g in samples], 95)
+
+        # Leader -> teleop -> driver -> sim position servo -> joint_states is a pipeline with latency
+        # (~0.2 s, mostly the simulated servo; more on a loaded machine): the followers must follow the
+        # leaders' path within 0.05 rad (2.9 degrees) at the best latency, that latency must stay under
+        # 0.5 s, and even without latency compensation they stay within 0.15 rad.
+        lags = np.arange(0.0, 0.501, 0.01)
+        errs = [p95(lag) for lag in lags]
+        best = int(np.argmin(errs))
+        print(f"teleop vs sim: p95 error {errs[0]:.4f} rad at lag 0, {errs[best]:.4f} rad at lag {lags[best]:.2f} s")
+        assert errs[best] < 0.05, (errs[best], lags[best])
+        assert lags[best] < 0.5 and errs[0] < 0.15
         assert driver.core.limiter.total("nonfinite") == 0
     finally:
         if leader is not None:
