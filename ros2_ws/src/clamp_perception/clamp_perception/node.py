@@ -281,7 +281,7 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels (bytes in the message)
-        level, problems, values = OK, [], []
+        level, problems, values, stale_required = OK, [], [], []
         for cam in self.sync.cameras:
             last = self.sync.last_stamp.get(cam)
             age_ms = float("inf") if last is None else (now_ns - last) / 1e6
@@ -295,11 +295,12 @@ class PerceptionNode(Node):
                 problems.append(f"{cam} {'(required)' if required else '(optional)'}: {what}")
                 level = max(level, ERROR if required else WARN)
                 if required:
-                    self.get_logger().warning(
-                        f"required camera {cam} is stale ({what}, topic {rig.depth_topic(cam)}); no views until it "
-                        "is back",
-                        throttle_duration_sec=5.0,
-                    )
+                    stale_required.append(f"{cam} ({what}, {rig.depth_topic(cam)})")
+        if stale_required:  # one throttled line naming every stale camera
+            self.get_logger().warning(
+                f"required camera(s) stale: {'; '.join(stale_required)}; no views until they are back",
+                throttle_duration_sec=5.0,
+            )
         skipped_now = sum(self.skipped.values())
         if level == OK and skipped_now > self._skipped_reported:  # frames were skipped since the last report
             level = WARN
