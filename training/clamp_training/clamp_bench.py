@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--config", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     ap.add_argument("--out", default="/tmp/clamp_bench")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
@@ -36,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     from .retrieval import evaluate
 
     out = Path(args.out)
-    base_cfg = load_config(args.config, {"train": {"steps": args.steps, "batch_size": args.batch_size}})
+    train = {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads}
+    base_cfg = load_config(args.config, {"train": train})
     size = int(base_cfg["policy"]["image_encoder"]["view_size"])
     data = [str(write_synthetic_dataset(out / "data", args.episodes, size=size))]
     result = {"episodes": args.episodes, "steps": args.steps, "batch_size": args.batch_size, "device": args.device}
+    result["threads"] = args.threads
 
     # untrained baseline: same architecture, same held-out samples, no step taken
     torch.manual_seed(int(base_cfg["train"]["seed"]))
@@ -51,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     model.policy.set_normalization(policy_stats(dataset_stats(data)))
     model.text.fit_standardisation(ClampDataset(bdata, train_eps, base_cfg["prompt"]).all_prompts())
     val = ClampDataset(bdata, val_eps, base_cfg["prompt"])
-    result["untrained"] = {"retrieval": evaluate(model.eval(), val, None, int(base_cfg["train"]["retrieval_samples"]))}
+    with torch.no_grad():
+        untrained = evaluate(model.eval(), val, None, int(base_cfg["train"]["retrieval_samples"]))
+    result["untrained"] = {"retrieval": untrained}
 
     for variant, pos in (("string", "string"), ("learned", "learned")):
         cfg = load_config(
             args.config,
             {
-                "train": {"steps": args.steps, "batch_size": args.batch_size},
+                "train": train,
                 "policy": {"image_encoder": {"options": {"pos_encoding": pos}}},
             },
         )

@@ -92,7 +92,8 @@ def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress
         )
     net = model
     if world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # projection heads see the global batch
+        if dev.type == "cuda":  # projection heads see the global batch (SyncBatchNorm is GPU-only)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
         )
