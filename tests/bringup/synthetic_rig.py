@@ -28,11 +28,12 @@ class SyntheticRig(Node):
     def __init__(self, joint_hz=50.0, camera_hz=15.0, command_hz=0.0, drop_every=0, drop_cam="cam_low", **kwargs):
         super().__init__("synthetic_rig", **kwargs)
         self.seq = 0
+        self.joints_paused = False
         self.frame = 0
         self.drop_every, self.drop_cam = drop_every, drop_cam
         self.camera_hz = camera_hz
         self.js = {
-            a: self.create_publisher(JointState, rig.joint_states_topic(a), 50) for a in rig.FOLLOWERS + rig.LEADERS
+            a: self.create_publisher(JointState, rig.joint_states_topic(a), 500) for a in rig.FOLLOWERS + rig.LEADERS
         }
         self.img, self.info = {}, {}
         for cam in rig.CAMERAS:
@@ -94,6 +95,8 @@ class SyntheticRig(Node):
         return t
 
     def _joints(self, ns):
+        if self.joints_paused:
+            return
         self.seq += 1
         stamp = self._stamp(ns)
         for pub in self.js.values():

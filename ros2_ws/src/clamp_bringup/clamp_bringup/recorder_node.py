@@ -38,7 +38,8 @@ from clamp_bringup.teleop import GripperGesture
 
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SENSOR = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable and best-effort pubs
-RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Deep queues: ~2 s of joint states, so a recorder busy writing images catches up without losing any.
+RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class RecorderNode(Node):
