@@ -75,6 +75,31 @@ DEFAULT_CONFIG = {
 }
 
 
+# GPU scale in the spirit of the paper: 224 x 224 views, 16-px patches (5 x 196 tokens), a ViT-S-like
+# 3D encoder (width 384, 12 blocks, 6 heads) and an ALOHA-Unleashed-size policy. Use with torchrun.
+PAPER_OVERRIDES = {
+    "policy": {
+        "image_encoder": {
+            "view_size": 224,
+            "patch_size": 16,
+            "dim": 384,
+            "options": {"depth": 12, "heads": 6, "dropout": 0.0},
+        },
+        "d_model": 512,
+        "nhead": 8,
+        "encoder_layers": 4,
+        "decoder_layers": 6,
+        "ff_dim": 2048,
+        "dropout": 0.1,
+        "train_timesteps": 100,
+        "inference_steps": 10,
+    },
+    "clamp": {"embed_dim": 256, "action_encoder": {"history": 10, "dim": 256, "depth": 4, "heads": 8}},
+    "train": {"steps": 100000, "batch_size": 256, "lr": 3e-4, "warmup_steps": 2000, "log_every": 50},
+}
+PRESETS = {"small": {}, "paper": PAPER_OVERRIDES}
+
+
 def deep_merge(base: dict, override: dict | None) -> dict:
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
@@ -85,8 +110,12 @@ def deep_merge(base: dict, override: dict | None) -> dict:
     return out
 
 
-def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> dict:
+def load_config(path: str | os.PathLike | None, overrides: dict | None = None, preset: str = "small") -> dict:
+    """DEFAULT_CONFIG <- preset <- YAML file <- overrides (command-line options)."""
     import yaml
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
 
     user = {}
     if path:
@@ -99,7 +128,7 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
         unknown = sorted(set(user) - set(DEFAULT_CONFIG))
         if unknown:
             raise ValueError(f"config {p}: unknown section(s) {unknown}; sections are {sorted(DEFAULT_CONFIG)}")
-    cfg = deep_merge(DEFAULT_CONFIG, user)
+    cfg = deep_merge(deep_merge(DEFAULT_CONFIG, PRESETS[preset]), user)
     return deep_merge(cfg, overrides)
 
 

@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clamp_training pretrain", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=None, help="YAML with sections policy / clamp / prompt / train")
     ap.add_argument(
+        "--preset",
+        default="small",
+        choices=("small", "paper"),
+        help="small: CPU-sized (32 px views); paper: 224 px views, ViT-S-like encoder (GPU)",
+    )
+    ap.add_argument(
         "--data",
         nargs="+",
         default=[],
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if val is not None:
             overrides["train"][key] = val
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, args.preset)
     data = list(args.data)
     if args.synthetic:
         from .clamp_data import write_synthetic_dataset
