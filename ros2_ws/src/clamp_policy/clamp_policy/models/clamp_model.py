@@ -115,7 +115,9 @@ class ClampModel(nn.Module):
         return out
 
     def temperatures(self) -> dict:
-        return {p: (float(m.log_temperature.exp()), float(m.bias)) for p, m in self.loss_fn.pairs.items()}
+        return {
+            p: (float(m.log_temperature.detach().exp()), float(m.bias.detach())) for p, m in self.loss_fn.pairs.items()
+        }
 
 
 def freeze_encoders(policy: nn.Module, frozen: bool = True) -> list[str]:
