@@ -117,6 +117,12 @@ def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
     assert summary["encoder_frozen"] and summary["encoder_unchanged"] and summary["frozen_parameters"] > 0
     post = load_policy(out / "policy")
     assert params_digest(post.image_encoder) == params_digest(pre.image_encoder)
+    # ...and it is the pretrained encoder, not a fresh one
+    from clamp_policy.models import DiffusionPolicy
+
+    torch.manual_seed(0)
+    fresh = DiffusionPolicy(pre.cfg)
+    assert params_digest(fresh.image_encoder) != params_digest(pre.image_encoder)
     # ...while the rest of the policy did train
     changed = [
         k
