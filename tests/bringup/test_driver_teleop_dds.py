@@ -30,6 +30,20 @@ def _driver(ros, **extra):
     return ros.add(ArmDriverNode(context=ros.context, parameter_overrides=_params(**extra)))
 
 
+def _settle(xs, quiet: float = 0.3, timeout: float = 5.0) -> None:
+    """Wait until no command has arrived for `quiet` seconds (queued messages delivered)."""
+    deadline = time.monotonic() + timeout
+    n, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        m = len(xs.group_cmds["follower_left"])
+        if m != n:
+            n, since = m, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.02)
+    raise AssertionError("commands kept arriving")
+
+
 def test_driver_startup_move_commands_and_sleep(ros):
     xs = ros.add(XsEmulator(start=SLEEP, context=ros.context))
     driver = _driver(ros)
@@ -39,9 +53,12 @@ def test_driver_startup_move_commands_and_sleep(ros):
         assert (arm, "mode", "group", "arm", "position") in xs.calls
         assert (arm, "mode", "single", "gripper", "current_based_position") in xs.calls
         assert (arm, "torque", "group", "all", True) in xs.calls
+    # (the state turns "ready" as the last command of the move goes out: wait for it to arrive)
+    wait_until(
+        lambda: np.allclose(xs.group_cmds["follower_left"][-1], START[:6], atol=1e-5), 5.0, "the final start command"
+    )
     left = np.array(xs.group_cmds["follower_left"])
     np.testing.assert_allclose(left[0], SLEEP[:6], atol=0.05)  # starts where the arm is: no jump
-    np.testing.assert_allclose(left[-1], START[:6], atol=1e-5)
     steps = np.abs(np.diff(left, axis=0)).max(axis=0)
     assert np.all(steps <= 3.14 * 0.02 * 1.01), steps  # ViperX velocity limit per 50 Hz tick
     wait_until(lambda: np.abs(xs.state14() - START).max() < 0.02, 5.0, "the followers to settle at the start pose")
@@ -61,6 +78,7 @@ def test_driver_startup_move_commands_and_sleep(ros):
         pub.publish(JointState(name=list(rig.ACTION_NAMES), position=target.tolist()))
         time.sleep(0.02)
     wait_until(lambda: abs(xs.group_cmds["follower_left"][-1][0] - target[0]) < 1e-6, 5.0, "the waist target")
+    _settle(xs)
     assert xs.single_cmds["follower_left"][-1] == pytest.approx(rig.FOLLOWER_GRIPPER.closed, abs=1e-5)
     assert xs.single_cmds["follower_right"][-1] == pytest.approx(rig.FOLLOWER_GRIPPER.open, abs=1e-5)
     waist = np.array([c[0] for c in xs.group_cmds["follower_left"][n0:]])
@@ -72,7 +90,9 @@ def test_driver_startup_move_commands_and_sleep(ros):
     assert len(xs.group_cmds["follower_left"]) == n1
 
     assert driver.go_to_sleep(timeout=15.0)
-    np.testing.assert_allclose(xs.group_cmds["follower_right"][-1], SLEEP[7:13], atol=1e-5)
+    wait_until(
+        lambda: np.allclose(xs.group_cmds["follower_right"][-1], SLEEP[7:13], atol=1e-5), 5.0, "the sleep pose command"
+    )
 
 
 def test_driver_opening_moves_leaders_to_start_then_releases_them(ros):
@@ -150,18 +170,28 @@ def test_teleop_keeps_followers_on_the_leaders(ros):
     future = client.call_async(Trigger.Request())
     wait_until(future.done, 5.0, "the teleop start service")
     assert future.result().success, future.result().message
+    started = time.monotonic()
 
-    errors = []
+    samples = []
     end = time.monotonic() + 4.0
     while time.monotonic() < end:
-        q = publish_leaders()
-        if time.monotonic() - t0 > 1.5:  # after catching up
-            errors.append(np.abs(xs.state14() - q))
+        publish_leaders()
+        if time.monotonic() - started > 1.0:  # after catching up
+            samples.append((time.monotonic() - t0, xs.state14()))
         time.sleep(0.02)
-    err = np.array(errors)
-    assert teleop.published > 100
+    assert teleop.published > 100 and len(samples) > 50
+
+    def p95(cols, lag):
+        return np.percentile([np.abs(q - leader_pose(t - lag))[cols] for t, q in samples], 95)
+
+    # Leader -> teleop (50 Hz) -> DDS -> driver -> DDS -> 30 ms servo: the followers trace the leaders'
+    # path within 0.03 rad / 0.1 (normalised gripper) at the pipeline's latency, which stays under
+    # 0.25 s even on a loaded machine; p95, as a stalled process shows up as rare spikes.
     arm_cols = [i for i in range(14) if i not in (6, 13)]
-    # A 2-stage lag (DDS + 30 ms servo) on 0.3 rad @ 0.25 Hz: well under 0.1 rad; grippers normalised
-    assert err[:, arm_cols].max() < 0.1, err[:, arm_cols].max(axis=0)
-    assert err[:, [6, 13]].max() < 0.15
+    lags = np.arange(0.0, 0.251, 0.01)
+    errs = [p95(arm_cols, lag) for lag in lags]
+    best = int(np.argmin(errs))
+    print(f"teleop: p95 {errs[0]:.4f} rad at lag 0, {errs[best]:.4f} rad at lag {lags[best]:.2f} s")
+    assert errs[best] < 0.03, (errs[best], lags[best])
+    assert p95([6, 13], lags[best]) < 0.1
     assert driver.core.limiter.total("nonfinite") == 0
