@@ -83,6 +83,10 @@ def test_retrieval_tool_reproduces_the_run_numbers(pretrained, tmp_path, capsys)
     for key in ("image_to_action_top1", "image_to_action_top5", "image_to_text_top1"):
         assert again[key] == pytest.approx(saved[key]), key
     assert (tmp_path / "embeddings.png").stat().st_size > 0
+    # without --data the run's recorded datasets are used
+    assert retrieval_cmd.main(["--run", str(run), "--max-samples", "64", "--out", str(tmp_path / "b")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["retrieval"]["image_to_action_top5"] == pytest.approx(saved["image_to_action_top5"])
 
 
 def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):

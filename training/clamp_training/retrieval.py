@@ -1,6 +1,6 @@
 """Retrieval accuracy of CLAMP embeddings on held-out data, and an embedding plot.
 
-    python -m clamp_training retrieval --run RUN --data DATASET... [--episodes held-out|all]
+    python -m clamp_training retrieval --run RUN [--data DATASET...] [--episodes held-out|all]
                                        [--max-samples 256] [--out DIR]
 
 Among N held-out samples (candidates = the same N samples):
@@ -127,7 +127,7 @@ def evaluate(model, dataset, out_dir=None, max_samples: int = 256, seed: int = 0
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clamp_training retrieval", description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="CLAMP pretraining run dir (RUN or RUN/clamp)")
-    ap.add_argument("--data", nargs="+", required=True, help="converted dataset dir(s)")
+    ap.add_argument("--data", nargs="+", default=None, help="converted dataset dir(s) (default: the run's own)")
     ap.add_argument(
         "--episodes",
         choices=("held-out", "all"),
@@ -143,8 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     from .clamp_run import load_clamp
 
     model, cfg = load_clamp(args.run, device=args.device)
+    data = args.data
+    if not data:
+        clamp_dir = Path(args.run) / "clamp" if (Path(args.run) / "clamp").is_dir() else Path(args.run)
+        data = json.loads((clamp_dir / "config.json").read_text()).get("metadata", {}).get("data")
+        if not data:
+            ap.error("the run does not record its datasets; pass --data DATASET...")
     base = open_clamp_data(
-        args.data,
+        data,
         chunk_length=model.policy.cfg.chunk_length,
         history=model.history,
         view_size=model.policy.cfg.image_encoder.view_size,
