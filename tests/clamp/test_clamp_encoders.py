@@ -142,3 +142,21 @@ def test_policy_builds_the_clamp_encoder_and_samples_a_chunk():
     assert isinstance(policy.image_encoder, ImageEncoder3D)
     chunk = policy.sample({"views": scene(batch=1), "state": torch.zeros(1, 14)}, num_inference_steps=2)
     assert chunk.shape == (1, 50, 14) and torch.isfinite(chunk).all()
+
+
+def test_masked_pooling_averages_valid_pixels_only_and_commutes_with_translation():
+    from clamp_policy.models.clamp_encoders import masked_pool_views
+
+    v = torch.zeros(1, 1, 4, 4, 4)
+    v[0, 0, :, 0, 0] = torch.tensor([1.0, 0.2, 0.4, 0.6])  # one valid pixel in the top-left 2x2 block
+    v[0, 0, :, 0, 1] = torch.tensor([3.0, 0.4, 0.6, 0.8])  # and a second one
+    pooled = masked_pool_views(v, 2)
+    torch.testing.assert_close(pooled[0, 0, :, 0, 0], torch.tensor([2.0, 0.3, 0.5, 0.7]))
+    assert pooled[0, 0, :, 1, 1].abs().sum() == 0  # a block without valid pixels stays empty
+    big = scene()
+    big = torch.nn.functional.interpolate(big.flatten(0, 1), scale_factor=2, mode="nearest").view(2, 5, 4, 64, 64)
+    offset = (0.3, -0.2, 0.1)
+    torch.testing.assert_close(
+        masked_pool_views(shifted(big, offset), 32),
+        shifted(masked_pool_views(big, 32), offset) * (masked_pool_views(big, 32)[:, :, :1] > 0),
+    )
