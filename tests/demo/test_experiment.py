@@ -1,0 +1,121 @@
+"""`python -m clamp_training experiment` end to end on a tiny configuration: scripted clamp_sim
+demonstrations (shortened) -> per-episode conversion -> CLAMP pretraining -> fine-tuning with and
+without CLAMP initialisation -> in-process evaluation in the simulator -> results table and plots.
+A second run must reuse every cached stage and give the same table."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+STEPS = 40  # control steps per scripted demonstration (the tasks' own horizons are 350-400)
+
+TINY = {
+    "data": {
+        "image_size": [48, 64],
+        "camera_hz": 10.0,
+        "pretrain_tasks": ["transfer_cube"],
+        "pretrain_episodes": 2,
+        "heldout_task": "place_cube",
+        "offline_episodes": 1,
+        "workers": 1,
+        "require_success": False,  # 40-step demonstrations never finish the task
+    },
+    "pretrain": {
+        "policy": {
+            "image_encoder": {"view_size": 32, "patch_size": 16, "dim": 32, "options": {"depth": 1, "heads": 2}},
+            "d_model": 32,
+            "nhead": 2,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "ff_dim": 64,
+            "train_timesteps": 20,
+            "inference_steps": 2,
+        },
+        "clamp": {"embed_dim": 32, "action_encoder": {"history": 4, "dim": 32, "depth": 1, "heads": 2}},
+        "train": {"steps": 6, "batch_size": 8, "val_fraction": 0.5, "retrieval_samples": 16, "threads": 1},
+    },
+    "finetune": {"demos": [1, 2], "seeds": [0], "train": {"steps": 4, "batch_size": 8, "log_every": 2, "threads": 1}},
+    "evaluate": {"episodes": 1, "horizon": 20, "execute_steps": 10, "inference_steps": 2},
+    "offline": {"samples": 8, "inference_steps": 2},
+}
+
+
+@pytest.fixture
+def short_demos(monkeypatch):
+    import clamp_sim.generate as gen
+
+    make = gen.make_scripted_policy
+
+    def short_policy(task):
+        policy = make(task)
+        policy.horizon = STEPS
+        return policy
+
+    monkeypatch.setattr(gen, "make_scripted_policy", short_policy)
+
+
+def test_experiment_tiny_end_to_end(tmp_path, short_demos, capsys):
+    from clamp_training import experiment
+
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(TINY))
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["--config", str(cfg_file), "--out", str(out), "--cache", str(cache), "--no-progress"]
+    assert experiment.main(argv) == 0
+    first = capsys.readouterr().out
+    for f in ("results.md", "results.json", "success_vs_demos.png", "finetune_curves.png", "pretrain_curves.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+
+    doc = json.loads((out / "results.json").read_text())
+    runs = {r["name"]: r for r in doc["runs"]}
+    assert set(runs) == {"clamp_n1_s0", "scratch_n1_s0", "clamp_n2_s0", "scratch_n2_s0"}
+    for name, r in runs.items():
+        ft = r["finetune"]
+        if r["arm"] == "clamp":  # the paper's recipe: pretrained encoders frozen and untouched
+            assert ft["encoder_frozen"] and ft["encoder_unchanged"] and ft["frozen_parameters"] > 0
+            assert ft["init"].endswith("policy") and "pretrain" in ft["init"]
+        else:
+            assert not ft["encoder_frozen"] and ft["frozen_parameters"] == 0
+            clamp_run = runs[name.replace("scratch", "clamp")]
+            assert ft["trainable_parameters"] > clamp_run["finetune"]["trainable_parameters"]
+        ev = r["eval"]
+        assert ev["episodes"] == 1 and len(ev["per_episode"]) == 1 and ev["per_episode"][0]["steps"] == 20
+        assert 0.0 <= ev["mean_progress"] <= 1.0 and ev["perception_ms"] > 0
+        assert r["offline"]["samples"] == 8 and r["offline"]["mae_arm_rad"] > 0
+    assert doc["pretrain"]["held_out_episodes"] == 1 and doc["pretrain"]["retrieval"]["samples"] > 0
+
+    # the markdown table, parsed back, agrees with the JSON
+    rows = re.findall(r"^\| (clamp|scratch) \| (\d+) \| (\d+) \| (\d+)% ± \d+% \| (\d+) / (\d+) \|", first, re.M)
+    assert len(rows) == 4, first
+    for arm, n, seeds, pct, succ, eps in rows:
+        agg = next(a for a in doc["aggregate"] if a["arm"] == arm and a["demos"] == int(n))
+        assert int(succ) == agg["successes"] and int(eps) == agg["episodes"] == 1 and int(seeds) == 1
+        assert int(pct) == round(100 * agg["success_mean"])
+
+    # a second run reuses the episodes, the pretraining run and the finished fine-tuning runs
+    assert experiment.main(argv) == 0
+    second = capsys.readouterr().out
+    assert "== pretrain done" in second and "(cached)" in second
+    assert "convert" not in second and "== evaluate" not in second
+    assert json.loads((out / "results.json").read_text())["aggregate"] == doc["aggregate"]
+
+
+def test_experiment_config_errors_name_the_fix(tmp_path):
+    from clamp_training.experiment import ExperimentError, load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": {"pretrain_tasks": ["place_cube"], "heldout_task": "place_cube"}}))
+    with pytest.raises(ExperimentError, match="must not be one of data.pretrain_tasks"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({"finetune": {"arms": ["clamp", "magic"]}}))
+    with pytest.raises(ExperimentError, match="magic"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({"evaluate": {"episode": 3}}))
+    with pytest.raises(ExperimentError, match="unknown key"):
+        load_config(bad)
