@@ -172,7 +172,9 @@ def test_leader_gripper_gesture_starts_and_stops_an_episode(ros, tmp_path, profi
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             for p in pubs.values():
-                p.publish(JointState(name=list(rig.XS_JOINT_NAMES), position=[0.0] * 6 + [g, 0.0, 0.0]))
+                msg = JointState(name=list(rig.XS_JOINT_NAMES), position=[0.0] * 6 + [g, 0.0, 0.0])
+                msg.header.stamp = recorder.get_clock().now().to_msg()  # as xs_sdk stamps its joint states
+                p.publish(msg)
             time.sleep(0.02)
 
     squeeze(False, 0.3)

@@ -133,7 +133,9 @@ class RecorderNode(Node):
                 left, right = (float(self.leader_gripper.normalise(self._leaders[a]["gripper"])) for a in rig.LEADERS)
             except KeyError:
                 return
-            if self.gesture.update(self._now_ns() * 1e-9, left, right):
+            # time the squeeze by the joint states' own stamps: a busy recorder may receive them in bursts
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            if self.gesture.update((stamp or self._now_ns()) * 1e-9, left, right):
                 if self.episode is None:
                     self.start_episode()
                 else:
