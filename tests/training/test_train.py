@@ -161,3 +161,17 @@ def test_torchrun_two_processes_trains_and_exports(dataset, tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 10
     assert load_policy(run / "policy").cfg.task_vocab == ["insert the peg", "transfer the cube"]
     shutil.rmtree(run)
+
+
+def test_held_out_episodes_give_a_validation_loss(dataset, tmp_path):
+    run = tmp_path / "val"
+    cfg = build_config("tiny", None, {"steps": 20, "ckpt_every": 10, "val_episodes": 1, "val_samples": 16})
+    summary = train(cfg, [str(dataset)], run, progress=False, export=False)
+    per_episode = summary["train_samples"]
+    assert per_episode == len(ChunkDataset([dataset], chunk_length=50, progress=False)) // 2  # one of two held out
+    rows = list(csv.DictReader(open(run / "val.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    assert summary["val_loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
+    with pytest.raises(SystemExit, match="leaves no training episode"):
+        train(build_config("tiny", None, {"val_episodes": 2}), [str(dataset)], tmp_path / "v2", progress=False)

@@ -60,6 +60,9 @@ class TrainConfig:
     # torch intra-op threads per process (0: torch's default). On a busy CPU, small models train
     # far faster on 1 thread: OpenMP workers spin waiting for cores other processes hold.
     threads: int = 0
+    # episodes held out (the last N by name) for a validation loss of the EMA model at each checkpoint
+    val_episodes: int = 0
+    val_samples: int = 256
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -257,6 +260,43 @@ def obs_from_batch(batch: dict, device) -> dict:
     return obs
 
 
+def split_episodes(ds: ChunkDataset, val_episodes: int, val_samples: int):
+    """(train subset, validation subset or None): the last `val_episodes` episodes by name are held
+    out; validation uses up to `val_samples` evenly spaced samples of them (the same every time)."""
+    if val_episodes <= 0:
+        return ds, None
+    names = sorted(e.name for e in ds.episodes)
+    if val_episodes >= len(names):
+        raise SystemExit(f"val_episodes={val_episodes} leaves no training episode (the data has {len(names)})")
+    held = {ds.episodes.index(e) for e in ds.episodes if e.name in set(names[-val_episodes:])}
+    is_val = np.isin(ds.index[:, 0], list(held))
+    val_idx = np.flatnonzero(is_val)
+    val_idx = val_idx[np.linspace(0, len(val_idx) - 1, min(val_samples, len(val_idx))).astype(int)]
+    return (
+        torch.utils.data.Subset(ds, np.flatnonzero(~is_val).tolist()),
+        torch.utils.data.Subset(ds, sorted(set(val_idx.tolist()))),
+    )
+
+
+@torch.no_grad()
+def validation_loss(model, val_ds, batch_size: int, device: str) -> float:
+    """Mean diffusion loss with fixed noise and timesteps (comparable across checkpoints)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    total, n = 0.0, 0
+    for batch in torch.utils.data.DataLoader(val_ds, batch_size=batch_size):
+        actions = batch["actions"]
+        b = actions.shape[0]
+        noise = torch.randn(actions.shape, generator=gen)
+        t = torch.randint(0, model.cfg.train_timesteps, (b,), generator=gen)
+        loss = model.loss(obs_from_batch(batch, device), actions.to(device), noise=noise, timesteps=t)
+        total += float(loss) * b
+        n += b
+    model.train(was_training)
+    return total / max(n, 1)
+
+
 # ---------------------------------------------------------------------------------- plotting
 def plot_losses(log_csv: Path, out_png: Path) -> None:
     import matplotlib
@@ -275,6 +315,17 @@ def plot_losses(log_csv: Path, out_png: Path) -> None:
         k = max(2, len(loss) // 20)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1 :], smooth, lw=1.8, label=f"moving mean ({k})")
+    val_csv = log_csv.parent / "val.csv"
+    if val_csv.exists():
+        val = list(csv.DictReader(open(val_csv)))
+        if val:
+            ax.plot(
+                [int(r["step"]) for r in val],
+                [float(r["val_loss"]) for r in val],
+                "o-",
+                lw=1.5,
+                label="held-out episodes (EMA weights)",
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("diffusion loss (MSE)")
     ax.set_yscale("log")
@@ -349,6 +400,7 @@ def _train(
         cache_bytes=cfg.cache_gb * 1e9,
         progress=progress and d.main,
     )
+    train_ds, val_ds = split_episodes(ds, cfg.val_episodes, cfg.val_samples)
     tc = cfg.task_conditioning
     if tc == "auto":
         tc = "vocab" if len(ds.tasks) > 1 else pcfg.task_conditioning
@@ -396,15 +448,19 @@ def _train(
     if d.world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler = DistributedSampler(
+            train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
     else:
-        sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed + start_step))
+        sampler = torch.utils.data.RandomSampler(
+            train_ds, generator=torch.Generator().manual_seed(cfg.seed + start_step)
+        )
     loader = torch.utils.data.DataLoader(
-        ds,
+        train_ds,
         batch_size=per_rank,
         sampler=sampler,
         num_workers=cfg.num_workers,
-        drop_last=len(ds) >= per_rank,
+        drop_last=len(train_ds) >= per_rank,
         pin_memory=device.startswith("cuda"),
         persistent_workers=cfg.num_workers > 0,
     )
@@ -428,6 +484,10 @@ def _train(
     t_start = time.perf_counter()
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
     last_loss = float("nan")
+    summary_val = None
+    if d.main and val_ds is not None and (start_step == 0 or not (run / "val.csv").exists()):
+        with open(run / "val.csv", "w", newline="") as f:
+            csv.writer(f).writerow(["step", "val_loss"])
     step = start_step
     for step in range(start_step, cfg.steps):
         batch = next(batches)
@@ -461,6 +521,11 @@ def _train(
             window_loss, window_n, window_t = 0.0, 0, now
         if d.main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             save_train_state(run, done, model, ema, opt, cfg, {"datasets": [str(p) for p in datasets]})
+            if val_ds is not None:
+                val = validation_loss(ema.model, val_ds, per_rank, device)
+                summary_val = val
+                with open(run / "val.csv", "a", newline="") as f:
+                    csv.writer(f).writerow([done, f"{val:.6g}"])
             plot_losses(log_csv, run / "loss.png")
     bar.close()
     barrier(d)
@@ -469,6 +534,8 @@ def _train(
         "steps": cfg.steps,
         "start_step": start_step,
         "final_loss": last_loss,
+        "val_loss": summary_val,
+        "train_samples": len(train_ds),
         "world_size": d.world,
         "train_s": time.perf_counter() - t_start,
     }
