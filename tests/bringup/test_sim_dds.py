@@ -193,7 +193,9 @@ def test_record_against_sim_then_replay_into_perception(ros, tmp_path):
     for arm in rig.FOLLOWERS:
         topic = rig.joint_states_topic(arm)
         assert stamp_rate(topic) == pytest.approx(expected[topic], rel=0.02), topic
-        assert info[topic].rate_hz == pytest.approx(expected[topic], rel=0.15), topic
+    for topic in expected:  # the recorder's own measurement (header stamps) agrees
+        if topic in r.metadata["rates"] and "leader" not in topic:
+            assert r.metadata["rates"][topic] == pytest.approx(expected[topic], rel=0.05), topic
     for arm in rig.LEADERS:  # the synthetic leader publishes at 50 Hz wall time
         assert info[rig.joint_states_topic(arm)].count > 20
     assert info["/tf_static"].count >= 1 and info["/tf"].count > 10 and info[rig.TASK_TOPIC].count >= 1

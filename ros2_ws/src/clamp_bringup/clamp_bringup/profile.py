@@ -191,6 +191,9 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
     rec.setdefault("flush_interval_s", 0.5)
     rec.setdefault("min_control_hz", 45.0)
     rec.setdefault("gesture", True)
+    # realsense2_camera and clamp_sim publish images reliable: a reliable subscription loses no frame;
+    # best_effort is for cameras publishing with the sensor_data profile
+    rec.setdefault("sensor_qos", "reliable")
     rec.setdefault("gesture_threshold", 0.15)
     rec.setdefault("gesture_hold_s", 1.5)
     rec.setdefault("task", "")

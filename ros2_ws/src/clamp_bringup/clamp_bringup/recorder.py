@@ -15,6 +15,7 @@ from pathlib import Path
 
 from clamp_perception.episode_bag import EpisodeWriter, disk_free_bytes
 
+STAMPED_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/JointState")
 FLAG_SLOW_CONTROL = "control_below_min_hz"
 FLAG_DROPPED = "dropped_frames"
 FLAG_DISK = "stopped_disk_low"
@@ -58,8 +59,8 @@ class RateCounter:
 
     def add(self, t_ns: int) -> None:
         self.count += 1
-        self.first_ns = t_ns if self.first_ns is None else self.first_ns
-        self.last_ns = t_ns
+        self.first_ns = t_ns if self.first_ns is None else min(t_ns, self.first_ns)
+        self.last_ns = t_ns if self.last_ns is None else max(t_ns, self.last_ns)
 
     @property
     def hz(self) -> float | None:
@@ -102,6 +103,7 @@ class Episode:
     control_topic: str | None = None
     min_control_hz: float = 45.0
     streams: dict[str, StreamStats] = field(default_factory=dict)
+    stamped: dict[str, RateCounter] = field(default_factory=dict)  # header-stamp rates per topic
     control: RateCounter = field(default_factory=RateCounter)
     _last_ns: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,19 +112,28 @@ class Episode:
         with self._lock:
             t = max(int(now_ns), self._last_ns)  # non-decreasing bag time
             self._last_ns = t
-            if msgtype == "sensor_msgs/msg/Image" and topic in self.expected_rates:
-                stats = self.streams.setdefault(topic, StreamStats(self.expected_rates[topic]))
-                stats.add(header_stamp_ns(cdr))
+            if msgtype in STAMPED_TYPES:
+                stamp = header_stamp_ns(cdr)
+                if stamp:  # unstamped (0) messages are rated by bag time only
+                    self.stamped.setdefault(topic, RateCounter()).add(stamp)
+                if msgtype == "sensor_msgs/msg/Image" and topic in self.expected_rates:
+                    stats = self.streams.setdefault(topic, StreamStats(self.expected_rates[topic]))
+                    stats.add(stamp)
             self.writer.write_raw(topic, msgtype, t, cdr)
 
-    def tick_control(self, now_ns: int) -> None:
-        """One control-loop command seen (e.g. on rig.JOINT_COMMAND_TOPIC)."""
+    def tick_control(self, now_ns: int, stamp_ns: int = 0) -> None:
+        """One control-loop command seen (e.g. on rig.JOINT_COMMAND_TOPIC); its stamp if it has one."""
         with self._lock:
-            self.control.add(int(now_ns))
+            self.control.add(int(stamp_ns or now_ns))
 
     def quality(self, joint_state_topics: list[str]) -> dict:
-        """Measured rates, dropped frames, control rate and flags for the metadata."""
+        """Measured rates, dropped frames, control rate and flags for the metadata.
+
+        Rates come from the messages' header stamps where they have them (the rate of the data
+        itself: a recorder receiving in bursts under load does not change it), else bag time.
+        """
         rates = self.writer.measured_rates()
+        rates.update({t: c.hz for t, c in self.stamped.items() if c.hz is not None})
         control_hz = self.control.hz
         if control_hz is None:  # no commands seen: the slowest follower joint-state stream
             js = [rates[t] for t in joint_state_topics if t in rates]

@@ -37,7 +37,10 @@ from clamp_bringup.ros_common import declare_profile, msg_class, positions_by_na
 from clamp_bringup.teleop import GripperGesture
 
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-SENSOR = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable and best-effort pubs
+SENSOR_QOS = {  # images + camera_info; `best_effort` also matches best-effort (sensor_data) publishers
+    "reliable": QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE),
+    "best_effort": QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT),
+}
 # Deep queues: ~2 s of joint states, so a recorder busy writing images catches up without losing any.
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -55,6 +58,9 @@ class RecorderNode(Node):
         self.source = str(self.declare_parameter("source", str(rec["source"])).value)
         self.action_source = str(self.declare_parameter("action_source", str(rec["action_source"])).value)
         self.use_gesture = bool(self.declare_parameter("gesture", bool(rec["gesture"])).value)
+        sensor_qos = str(self.declare_parameter("sensor_qos", str(rec["sensor_qos"])).value)
+        if sensor_qos not in SENSOR_QOS:
+            raise ValueError(f"recorder sensor_qos must be one of {sorted(SENSOR_QOS)}, got {sensor_qos!r}")
         self.gesture = GripperGesture(float(rec["gesture_threshold"]), float(rec["gesture_hold_s"]))
         self.leader_gripper = profiles.gripper_calibration(self.profile, "leader")
 
@@ -71,7 +77,7 @@ class RecorderNode(Node):
             if topic in ("/tf_static", rig.TASK_TOPIC):  # latched by convention (tf2, clamp_sim's task)
                 qos = LATCHED
             elif msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"):
-                qos = SENSOR
+                qos = SENSOR_QOS[sensor_qos]
             else:
                 qos = RELIABLE
             self.create_subscription(msg_class(msgtype), topic, self._on_raw(topic, msgtype), qos, raw=True)
@@ -122,7 +128,7 @@ class RecorderNode(Node):
     def _on_command(self, msg: JointState) -> None:
         ep = self.episode
         if ep is not None:
-            ep.tick_control(self._now_ns())
+            ep.tick_control(self._now_ns(), msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
 
     def _on_leader(self, arm: str):
         def cb(msg: JointState) -> None:
