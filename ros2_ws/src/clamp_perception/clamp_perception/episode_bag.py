@@ -40,8 +40,10 @@ Bag timestamps (log time) are nanoseconds: receive time for the recorder, sim ti
 ``episode.yaml`` keys (also stored as rosbag2 ``custom_data['clamp_episode']`` on close):
   schema_version (int), status (recording|complete|discarded), task (str), success (bool|null),
   source (sim|teleop|replay), action_source (str, above), seed (int|null),
-  rates (topic -> measured Hz), expected_rates (topic -> Hz), dropped_frames (topic -> int),
-  control_hz (measured control/joint-state rate), flags (list of str, e.g. ``control_below_45hz``),
+  rates (topic -> measured Hz; the recorder measures header stamps where messages have them, else
+  bag time), expected_rates (topic -> Hz), dropped_frames (topic -> int, gaps in image stamps),
+  control_hz (measured rate of the 14-D joint commands, else of the follower joint states),
+  flags (list of str: ``control_below_min_hz``, ``dropped_frames``, ``interrupted``, ``stopped_disk_low``),
   started_at / ended_at (ISO 8601 UTC), duration_s, message_counts (topic -> int), extras (dict).
 
 Crash safety: the writer closes the pending MCAP chunk and flushes (and fsyncs) at most every
