@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clamp_policy.models.views import masked_pool_views
 
 FORMAT = "clamp_dataset"
 FORMAT_VERSION = 1
@@ -158,7 +159,7 @@ class ChunkDataset(torch.utils.data.Dataset):
             "state": float32 (14,), "actions": float32 (chunk_length, 14), "task": str,
             "action_history": float32 (H, 14) [if action_history > 0; first action repeated before t=0]}.
 
-    view_cache_size: if set, every frame is average-pooled once to this size (exactly what
+    view_cache_size: if set, every frame is pooled (mean of valid pixels) once to this size (exactly what
     DiffusionPolicy.prepare_views does on the fly) and kept in RAM as float32, as long as it fits in
     cache_bytes; items then come from memory instead of decompressing full-size views each time.
     """
@@ -235,10 +236,5 @@ class ChunkDataset(torch.utils.data.Dataset):
 
 
 def pool_views(views: torch.Tensor, size: int) -> torch.Tensor:
-    """(..., V, C, S, S) metres -> (..., V, C, size, size), as DiffusionPolicy.prepare_views pools."""
-    views = torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
-    *lead, c, h, w = views.shape
-    if (h, w) == (size, size):
-        return views
-    flat = views.reshape(-1, c, h, w)
-    return torch.nn.functional.adaptive_avg_pool2d(flat, size).reshape(*lead, c, size, size)
+    """(..., V, C, S, S) metres -> (..., V, C, size, size), exactly as DiffusionPolicy.prepare_views pools."""
+    return masked_pool_views(views, size)

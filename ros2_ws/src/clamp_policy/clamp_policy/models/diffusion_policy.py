@@ -6,7 +6,7 @@ numpy arrays, batch first:
 
 - "views": float (B, V, 4, S, S): the CLAMP virtual views in `rig.VIEW_NAMES` order (V = 5), channels
   `rig.VIEW_CHANNELS` (depth, world x, y, z; metres). S is usually `rig.VIEW_SIZE` (224); views of
-  another size are average-pooled to `cfg.image_encoder.view_size` inside the model, so the robot
+  another size are pooled (mean of valid pixels) to `cfg.image_encoder.view_size` inside the model, so the robot
   feeds full-size views whatever the model's resolution. Non-finite pixels (empty) count as 0.
   The tiled /clamp/views image (S, V*S, 4) converts with `untile_views`.
 - "state": float (B, 14): follower state, `rig.state_from_joint_states` layout (gripper 0..1).
@@ -34,6 +34,7 @@ from torch import nn
 
 from .config import PolicyConfig
 from .image_encoders import build_image_encoder
+from .views import masked_pool_views
 
 NORM_KEYS = ("state_mean", "state_std", "action_min", "action_max", "view_mean", "view_std")
 
@@ -159,10 +160,8 @@ class DiffusionPolicy(nn.Module):
         """Raw views (B, V, C, S, S) in metres -> pooled to the encoder's size, standardised per
         channel (except for the 3D-aware CLAMP encoder, which needs metric world coordinates)."""
         size = self.cfg.image_encoder.view_size
-        b, v, c, h, w = views.shape
-        views = torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
-        if (h, w) != (size, size):
-            views = F.adaptive_avg_pool2d(views.reshape(b * v, c, h, w), size).reshape(b, v, c, size, size)
+        # valid pixels only: plain averaging would blend empty pixels into points that do not exist
+        views = masked_pool_views(views, size)
         if self.cfg.image_encoder.type == "clamp_vit3d":
             return views
         return (views - self.view_mean[:, None, None]) / self.view_std[:, None, None].clamp_min(1e-6)
