@@ -254,7 +254,8 @@ def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: thre
         for st in msg.status:
             values = {kv.key: _parse_value(kv.value) for kv in st.values}
             with lock:
-                log.diagnostics[st.name] = (int.from_bytes(st.level, "little"), st.message, values)
+                level = st.level if isinstance(st.level, int) else int.from_bytes(st.level, "little")
+                log.diagnostics[st.name] = (level, st.message, values)
 
     best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     node.create_subscription(Clock, "/clock", on_clock, best_effort)
@@ -338,14 +339,16 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
         _wait(lambda: bool(log.commands), timeout - (time.monotonic() - t_wall0), "the first command", healthy)
         t_start = log.commands[0][0]
         out["bringup_wall_s"] = time.monotonic() - t_wall0
-        bar = tqdm(total=round(horizon, 1), desc=f"episode seed {seed}", unit="sim s", disable=not progress)
-        t_policy_wall, shown = time.monotonic(), 0.0
+        # progress in 0.1 s ticks of sim time, displayed as seconds (unit_scale)
+        bar = tqdm(total=round(horizon * 10), desc=f"episode seed {seed}", unit="sim s", unit_scale=0.1,
+                   disable=not progress)  # fmt: skip
+        t_policy_wall, shown = time.monotonic(), 0
         while True:
             elapsed = log.clock - t_start
-            step = round(min(elapsed, horizon) - shown, 1)
-            if step > 0:
-                bar.update(step)
-                shown += step
+            ticks = int(min(elapsed, horizon) * 10)
+            if ticks > shown:
+                bar.update(ticks - shown)
+                shown = ticks
             if log.success_at is not None:
                 bar.set_postfix(success=True)
                 break
@@ -450,7 +453,7 @@ def plot_views(snapshots: list, t_start: float, path: Path, title: str) -> None:
             ax_d.set_axis_off()
             ax_x.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (2.3 * 2 * n)))  # room for the title above the first row
     fig.savefig(path, dpi=70)
     plt.close(fig)
 
@@ -697,6 +700,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         s = run_demo(cfg, a.episodes, a.rebuild, not a.no_progress, a.policy)
     except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # e.g. clamp_bringup.run.RunnerError: a node of the graph did not start
+        if type(exc).__name__ != "RunnerError":
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print()
