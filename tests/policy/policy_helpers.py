@@ -128,3 +128,36 @@ class SimClock:
             if time.monotonic() > deadline:
                 raise AssertionError(f"sim clock did not advance {duration} s within {timeout} s")
             time.sleep(0.005)
+
+
+class Collector:
+    """Keeps every message on a topic (one subscription for the whole test).
+
+    Used instead of RosHarness.wait_for_messages, which destroys its subscription while the
+    harness executor may be waiting on it: rclpy then raises InvalidHandle in the spin thread,
+    which stops every node of the test (their sim clocks freeze).
+    """
+
+    def __init__(self, ros, topic: str, msg_type, qos=10) -> None:
+        self.topic = topic
+        self.messages: list = []
+        self._lock = threading.Lock()
+        self.node = ros.node(f"collector_{abs(hash((topic, id(self))))}")
+        self.node.create_subscription(msg_type, topic, self._on_msg, qos)
+
+    def _on_msg(self, msg) -> None:
+        with self._lock:
+            self.messages.append(msg)
+
+    def wait(self, predicate=lambda m: True, count: int = 1, timeout: float = 20.0) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                got = [m for m in self.messages if predicate(m)]
+            if len(got) >= count:
+                return got[:count]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"waited {timeout:.0f} s for {count} matching message(s) on {self.topic}; got {len(got)}"
+                )
+            time.sleep(0.02)

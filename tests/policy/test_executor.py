@@ -74,7 +74,7 @@ def test_boundary_blend_keeps_per_tick_change_within_velocity_limit():
     outs = []
     for k in range(60):
         now = 10.0 + k * DT
-        ex.update_state(HOME, now)
+        ex.update_state(prev, now)  # an ideal arm: it is where it was commanded
         if k == 25:  # the replan disagrees by 0.3 rad on the waist
             b = ramp_chunk(now - 0.05, a.sample(now - 0.05) + 0.3 * (np.arange(14) == 0), rate=1.0)
             assert ex.submit(b, now=now).accepted
@@ -220,3 +220,63 @@ def test_malformed_chunks_are_clear_errors():
     np.testing.assert_array_equal(c.positions[0], np.arange(14.0))
     with pytest.raises(ValueError, match="safe_pose"):
         ExecutorConfig(safe_pose=[0.0] * 3).validate()
+
+
+def test_never_takes_over_a_moving_arm():
+    ex = running(ExecutorConfig(blend_s=0.0, settle_s=0.2))
+    moving = HOME.copy()
+    for k in range(10):  # the driver is still moving the arm to its start pose
+        moving[1] = HOME[1] + 0.02 * k
+        ex.update_state(moving, 10.0 + k * DT)
+    ex.submit(ramp_chunk(10.0 + 9 * DT, moving), now=10.0 + 9 * DT)
+    assert ex.tick(10.0 + 9 * DT) is None and "stop moving" in ex.reason
+    for k in range(10, 25):  # at rest now
+        ex.update_state(moving, 10.0 + k * DT)
+        out = ex.tick(10.0 + k * DT)
+        if out is not None:
+            break
+    assert ex.state == ExecState.RUNNING and k >= 19  # after 0.2 s at rest
+    np.testing.assert_allclose(out[1], moving[1])  # from where the arm is: no jump
+
+
+def test_arms_that_do_not_follow_lead_to_a_hold():
+    ex = running(ExecutorConfig(blend_s=0.0, max_following_error=0.1, following_timeout_s=0.2))
+    ex.submit(ramp_chunk(10.0, HOME, rate=1.0), now=10.0)
+    for k in range(40):  # the commands move on, the measured arm stays put (blocked)
+        now = 10.0 + k * DT
+        ex.update_state(HOME, now)
+        ex.tick(now)
+        if ex.state == ExecState.HOLD:
+            break
+    assert ex.state == ExecState.HOLD and "do not follow" in ex.reason and "left_waist" in ex.reason
+    # 0.1 rad error after ~0.2 s (incl. the 0.1 s lag), then 0.2 s of it
+    assert 0.35 <= k * DT <= 0.5, k
+    assert ex.stats(now)["following_error"] > 0.1
+
+
+def test_waits_for_the_arm_driver_and_holds_when_it_stops_being_ready():
+    ex = running()
+    ex.update_driver_state("moving_to_start")
+    ex.submit(ramp_chunk(10.0, HOME, rate=0.1), now=10.0)
+    assert ex.tick(10.0) is None and "arm driver (moving_to_start)" in ex.reason
+    ex.update_driver_state("ready")
+    ex.update_state(HOME, 10.0 + DT)
+    assert ex.tick(10.0 + DT) is not None and ex.state == ExecState.RUNNING
+    ex.update_driver_state("moving_to_sleep")
+    ex.update_state(HOME, 10.0 + 2 * DT)
+    ex.tick(10.0 + 2 * DT)
+    assert ex.state == ExecState.HOLD and "moving_to_sleep" in ex.reason
+
+
+def test_velocity_scale_slows_every_command():
+    ex = running(ExecutorConfig(blend_s=0.0, velocity_scale=0.25))
+    ex.submit(ramp_chunk(10.0, HOME, rate=3.0), now=10.0)  # asks for 3 rad/s
+    outs = []
+    for k in range(30):
+        ex.update_state(HOME, 10.0 + k * DT)
+        outs.append(ex.tick(10.0 + k * DT)[0])
+    v = np.diff(outs) / DT
+    assert v.max() == pytest.approx(0.25 * rig.VX300S_LIMITS.velocity[0])
+    assert ex.limiter.total("velocity") > 0
+    with pytest.raises(ValueError, match="velocity_scale"):
+        ExecutorConfig(velocity_scale=1.5).validate()

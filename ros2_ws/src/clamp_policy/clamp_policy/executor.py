@@ -13,10 +13,12 @@ exp(-k * age in control steps) (older predictions weigh more, as in ACT) and a n
 is faded in over ``blend_s``. Everything passes a `SafetyLimiter` (position, gripper, velocity,
 acceleration) last.
 
-Watchdog: stale follower joint states, a chunk computed from a stale observation, no fresh chunk
-within ``chunk_timeout_s`` (or the active chunk running out), or a chunk with NaN/inf or a bad
-shape -> HOLD: a controlled stop at the acceleration limit from the last command, then the
-position is held. HOLD for ``safe_after_s`` -> SAFE: latched (ignores chunks until `rearm()`),
+It takes over the arms only while the arm driver reports "ready" (when it reports at all) and the
+arms are at rest. Watchdog: stale follower joint states, a chunk computed from a stale
+observation, no fresh chunk within ``chunk_timeout_s`` (or the active chunk running out), a chunk
+with NaN/inf or a bad shape, arms that do not follow the commands, or the driver leaving "ready"
+-> HOLD: a controlled stop at the acceleration limit from the last command, then the position is
+held. HOLD for ``safe_after_s`` -> SAFE: latched (ignores chunks until `rearm()`),
 holding or moving slowly to ``safe_pose`` when one is configured. A valid fresh chunk ends a HOLD.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,13 +56,36 @@ class ExecutorConfig:
     safe_after_s: float = 2.0  # HOLD this long -> SAFE (latched until rearm)
     safe_pose: Sequence[float] | None = None  # 14-D rest pose to move to in SAFE; None = stay
     safe_speed: float = 0.3  # rad/s (gripper units/s) towards safe_pose
+    # never take over a moving arm (e.g. the driver's move to the start pose): start only when the
+    # joint states of the last settle_s agree within settle_tolerance (rad / gripper units)
+    settle_s: float = 0.2
+    settle_tolerance: float = 0.01
+    # following error: the measured state vs the command `following_lag_s` earlier; above
+    # max_following_error (rad) for following_timeout_s -> HOLD (blocked arm, driver not listening).
+    # 0 = off. Wide by default: it catches arms that do not follow at all, not tracking lag.
+    # scale the profile's velocity and acceleration limits (e.g. 0.3 for a first run on a new robot)
+    velocity_scale: float = 1.0
+    max_following_error: float = 0.5
+    following_lag_s: float = 0.1
+    following_timeout_s: float = 0.5
 
     def validate(self) -> ExecutorConfig:
         if not self.control_hz > 0:
             raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
-        for name in ("exec_latency_s", "blend_s", "ensemble_k"):
+        for name in (
+            "exec_latency_s",
+            "blend_s",
+            "ensemble_k",
+            "settle_s",
+            "settle_tolerance",
+            "max_following_error",
+            "following_lag_s",
+            "following_timeout_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.velocity_scale <= 1:
+            raise ValueError(f"velocity_scale must be in (0, 1], got {self.velocity_scale}")
         for name in ("chunk_timeout_s", "max_obs_age_s", "state_timeout_s", "safe_after_s", "safe_speed"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -237,16 +262,26 @@ class ChunkExecutor:
 
     def __init__(self, config: ExecutorConfig | None = None, limits: SafetyLimits | None = None) -> None:
         self.config = (config or ExecutorConfig()).validate()
+        limits = limits if limits is not None else SafetyLimits.from_joint_limits()
+        if self.config.velocity_scale < 1:
+            s = self.config.velocity_scale
+            limits = SafetyLimits(limits.lower, limits.upper, limits.velocity * s, limits.acceleration * s)
         self.limiter = SafetyLimiter(limits, dt=self.config.dt)
         self.state = ExecState.IDLE
         self.reason = "waiting for joint states"
         self._state_pos: np.ndarray | None = None
         self._state_stamp = -math.inf
+        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=400)  # for the settle check
+        self._sent: deque[tuple[float, np.ndarray]] = deque(maxlen=100)  # (tick time, command)
+        self._following_since: float | None = None
+        self.following_error = 0.0
+        self.driver_state: str | None = None  # None: no driver state known, no gating
         self._source = None
         self._ensemble: _Ensemble | None = None
         self._newest: Chunk | None = None  # newest accepted chunk
         self._pending = False  # a chunk accepted since the last (re)start
         self._hold_since = math.nan
+        self._run_since = math.inf
         self._last_t_cmd = math.nan
         self.ticks = 0
         self.commands = 0
@@ -261,17 +296,22 @@ class ChunkExecutor:
     # --------------------------------------------------------------------------------- inputs
     def update_state(self, position, stamp: float) -> None:
         """Measured follower state (14-D, rig layout) with its measurement time."""
-        pos = np.asarray(position, dtype=float)
+        pos = np.array(position, dtype=float)  # a copy: callers may reuse their array
         if pos.shape != (rig.ACTION_DIM,):
             raise ValueError(f"state must be 14-D (rig.ACTION_NAMES order), got {pos.shape}")
         if not np.all(np.isfinite(pos)):
             self._warn("follower joint states contain NaN/inf; ignored")
             return
         self._state_pos, self._state_stamp = pos, float(stamp)
+        self._recent.append((float(stamp), pos))
         if self.state == ExecState.IDLE:
             self.limiter.reset(pos)  # start from where the arm is
             if self.reason == "waiting for joint states":
                 self.reason = "waiting for a chunk"
+
+    def update_driver_state(self, state: str | None) -> None:
+        """The arm driver's state (rig.DRIVER_STATE_TOPIC); chunks run only while it is "ready"."""
+        self.driver_state = state
 
     def submit(self, chunk: Chunk | None, now: float, error: str = "") -> SubmitResult:
         """Offer a chunk received at `now`. A `None` chunk with `error` records a malformed message."""
@@ -324,10 +364,23 @@ class ChunkExecutor:
         t_cmd = now + cfg.exec_latency_s
         state_fresh = now - self._state_stamp <= cfg.state_timeout_s
 
-        if self.state in (ExecState.IDLE, ExecState.HOLD) and self._pending and state_fresh:
+        driver_ready = self.driver_state in (None, "ready")
+        if self.state == ExecState.HOLD and self._pending and state_fresh and driver_ready:
             self._start(t_cmd)
+        elif self.state == ExecState.IDLE and self._pending and state_fresh:
+            if not driver_ready:
+                self.reason = f"waiting for the arm driver ({self.driver_state}) to be ready"
+            elif self._settled(now):
+                self._start(t_cmd)
+            else:
+                self.reason = "waiting for the arms to stop moving before taking over"
         if self.state == ExecState.RUNNING:
-            if not state_fresh:
+            following = self._following_error(now)
+            if not driver_ready:
+                self._hold(t_cmd, f"arm driver is {self.driver_state}, not ready")
+            elif following:
+                self._hold(t_cmd, following)
+            elif not state_fresh:
                 self._hold(t_cmd, f"stale follower joint states (age {now - self._state_stamp:.3f} s)")
             elif now - self._newest.stamp > cfg.chunk_timeout_s:
                 self._hold(t_cmd, f"no fresh chunk for {now - self._newest.stamp:.3f} s")
@@ -343,10 +396,50 @@ class ChunkExecutor:
             self._source = self._source.b  # collapse finished blends
         out = self.limiter.limit(target)
         self._last_t_cmd = t_cmd
+        self._sent.append((t_cmd, out))
         self.commands += 1
         return out
 
     # ------------------------------------------------------------------------------- internals
+    def _settled(self, now: float) -> bool:
+        cfg = self.config
+        while self._recent and self._recent[0][0] < now - cfg.settle_s:
+            self._recent.popleft()
+        if len(self._recent) < 2:
+            return True
+        window = np.array([p for _, p in self._recent])
+        return float(np.ptp(window, axis=0).max()) <= cfg.settle_tolerance
+
+    def _following_error(self, now: float) -> str:
+        """A HOLD reason when the arms have not followed the commands for following_timeout_s."""
+        cfg = self.config
+        if cfg.max_following_error <= 0 or self._state_pos is None:
+            return ""
+        t_ref = self._state_stamp - cfg.following_lag_s
+        ref = None
+        for t, cmd in reversed(self._sent):  # the command that should have been reached by now
+            if t <= t_ref + 1e-9:
+                ref = cmd
+                break
+        if ref is None or t_ref < self._run_since:
+            self._following_since = None
+            return ""
+        err = np.abs(self._state_pos - ref)
+        self.following_error = float(err.max())
+        if self.following_error <= cfg.max_following_error:
+            self._following_since = None
+            return ""
+        if self._following_since is None:
+            self._following_since = now
+        if now - self._following_since < cfg.following_timeout_s:
+            return ""
+        j = int(np.argmax(err))
+        return (
+            f"the arms do not follow the commands: {rig.ACTION_NAMES[j]} is {err[j]:.2f} rad from its command "
+            f"(> {cfg.max_following_error}) for {now - self._following_since:.2f} s; blocked arm or driver not "
+            "accepting commands"
+        )
+
     def _active_end(self) -> float:
         if self._ensemble is not None:
             return self._ensemble.end
@@ -375,6 +468,8 @@ class ChunkExecutor:
         self._source = self._blend_to(new, t_cmd)
         self.state = ExecState.RUNNING
         self.reason = "executing"
+        self._run_since = t_cmd
+        self._following_since = None
 
     def _hold(self, t_cmd: float, reason: str) -> None:
         if self.state == ExecState.HOLD:
@@ -432,6 +527,8 @@ class ChunkExecutor:
             "dropped_actions_last": self.last_dropped,
             "chunk_age_s": (now - self._newest.stamp) if self._newest is not None else None,
             "state_age_s": (now - self._state_stamp) if self._state_pos is not None else None,
+            "following_error": self.following_error,
+            "driver_state": self.driver_state,
             "holds": self.holds,
             "safe_entries": self.safe_entries,
             "clamps": self.limiter.counts_by_joint(),

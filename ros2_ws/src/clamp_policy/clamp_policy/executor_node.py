@@ -1,7 +1,9 @@
 """ChunkExecutorNode: streams action chunks to the arm driver at 50 Hz (logic in executor.py).
 
 Subscribes  /clamp/action_chunk (trajectory_msgs/JointTrajectory: rig.ACTION_NAMES, time_from_start
-            per point, header.stamp = observation time) and /<follower>/joint_states.
+            per point, header.stamp = observation time), /<follower>/joint_states and
+            rig.DRIVER_STATE_TOPIC (std_msgs/String; when the driver publishes it, chunks run only
+            while it is "ready").
 Publishes   rig.JOINT_COMMAND_TOPIC (sensor_msgs/JointState, name = rig.ACTION_NAMES, 14 positions,
             gripper normalised) every tick, /diagnostics (1 Hz).
 Service     ~/rearm (std_srvs/Trigger): leave the latched SAFE state.
@@ -243,6 +245,16 @@ class ChunkExecutorNode(Node):
                 qos_profile_sensor_data,  # best effort matches both reliable and best-effort drivers
                 callback_group=inputs,
             )
+        from rclpy.qos import DurabilityPolicy
+        from std_msgs.msg import String
+
+        self.create_subscription(
+            String,
+            rig.DRIVER_STATE_TOPIC,
+            self._on_driver_state,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+            callback_group=inputs,
+        )
         self.create_service(Trigger, "~/rearm", self._on_rearm)
         self.create_timer(self.diagnostics_period, self._publish_diagnostics)
 
@@ -289,6 +301,10 @@ class ChunkExecutorNode(Node):
         if got is not None:
             with self._lock:
                 self.core.update_state(*got)
+
+    def _on_driver_state(self, msg) -> None:
+        with self._lock:
+            self.core.update_driver_state(msg.data)
 
     def _on_chunk(self, msg) -> None:
         now = now_s(self)
