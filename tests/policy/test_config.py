@@ -37,3 +37,35 @@ def test_policy_yaml_matches_the_node_defaults(ros, name):
     finally:
         node.close()
         node.destroy_node()
+
+
+def test_profile_sections_configure_the_nodes_and_typos_are_named(ros, tmp_path):
+    from clamp_bringup.profile import resolve_profile_path
+    from rclpy.parameter import Parameter
+
+    prof = yaml.safe_load(resolve_profile_path("sim").read_text())
+    prof["limits"] = {"velocity": 1.0}
+    prof["policy"] = {"executor": {"blend_s": 0.05, "velocity_scale": 0.5}, "inference": {"replan_every": 10}}
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    node = ChunkExecutorNode(context=ros.context, parameter_overrides=[Parameter("profile", value=str(path))])
+    try:
+        assert node.config.blend_s == 0.05
+        assert node.core.limiter.limits.velocity.max() == pytest.approx(0.5)  # profile limit x velocity_scale
+    finally:
+        node.close()
+        node.destroy_node()
+    inf = InferenceNode(
+        policy=DiffusionPolicy(tiny_config()),
+        context=ros.context,
+        parameter_overrides=[Parameter("profile", value=str(path))],
+    )
+    try:
+        assert inf.replan_period == pytest.approx(10 / 50)
+    finally:
+        inf.close()
+        inf.destroy_node()
+    prof["policy"] = {"executor": {"blend": 0.05}}
+    path.write_text(yaml.safe_dump(prof))
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['blend'\] for ExecutorConfig"):
+        ChunkExecutorNode(context=ros.context, parameter_overrides=[Parameter("profile", value=str(path))])
