@@ -1,4 +1,5 @@
-"""Closed loop on clamp_sim over real DDS, on sim time: a policy exported by training/ drives the arms.
+"""Closed loop on clamp_sim over real DDS, on sim time: a policy exported by training/ drives the arms;
+a NaN chunk is rejected and held; a silent policy brings the simulated arms to rest.
 
 clamp_sim episode (scripted) -> `clamp_training train` (tiny preset) -> `clamp_training export`
 -> the sim profile's policy graph (clamp_bringup.graph, as the launch files run it): clamp_sim ->
@@ -14,9 +15,10 @@ import time
 import numpy as np
 import pytest
 from clamp_perception import rig
-from policy_helpers import DT, stamp_s
+from policy_helpers import DT, chunk_msg, stamp_s
 from ros_harness import wait_until
 from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
 
 STEPS = 40  # a short scripted episode is enough data for a (barely trained) tiny policy
 pytestmark = pytest.mark.slow
@@ -135,6 +137,37 @@ def test_exported_policy_drives_the_simulated_arms(ros, exported_policy):
         print(f"tracking: lag {lag} s, R2 {r2:.3f} over", [rig.ACTION_NAMES[j] for j in moving], "median error", err)
         assert n > 50 and r2 > 0.8, f"the arms do not follow the policy's commands (R^2 {r2:.2f} at lag {lag} s)"
         assert err.max() < 0.25, f"median tracking error per arm joint {np.round(err, 3)}"
+
+        # a NaN chunk (on the live topic, between the policy's chunks) is rejected and held, then the
+        # policy's next chunk resumes execution
+        chunk_pub = ros.publisher(JointTrajectory, rig.ACTION_CHUNK_TOPIC)
+        ros.wait_for_subscribers(chunk_pub)
+        bad = np.tile(c[-1], (rig.CHUNK_LENGTH, 1))
+        bad[7, 3] = np.nan
+        with lock:
+            now = commands[-1][0]
+        chunk_pub.publish(chunk_msg(now, bad))
+        wait_until(lambda: executor.core.rejections.get("nonfinite", 0) == 1, 30.0, "the NaN chunk rejected")
+        wait_until(lambda: executor.core.holds >= 1, 10.0, "a HOLD after the NaN chunk")
+        wait_until(lambda: executor.core.state.value == "running", 60.0, "the policy's next chunk resuming")
+
+        # a silent policy: no more chunks -> HOLD, and the simulated arms come to rest without a jump
+        ros.executor.remove_node(inference)
+        inference.close()
+        wait_until(lambda: executor.core.state.value in ("hold", "safe"), 60.0, "HOLD once the policy is silent")
+        with lock:
+            t_hold = commands[-1][0]
+        wait_until(lambda: measured[-1][0] - t_hold > 1.0, 60.0, "1 s of sim time in HOLD")
+        with lock:
+            after = [(t, m) for t, m in measured if t > t_hold - 0.2]
+            held = np.array([x for t, x in commands if t > t_hold - 0.2])
+        assert np.all(np.isfinite(held)) and np.all(
+            np.abs(np.diff(held, axis=0)) <= executor.core.limiter.limits.velocity * DT + 1e-6
+        )
+        tail = np.array([m for t, m in after if t > after[-1][0] - 0.3])[:, arm]
+        assert np.ptp(tail, axis=0).max() < 0.01, f"the arms still move in HOLD: {np.ptp(tail, axis=0)}"
+        running.nodes.pop("inference")
+        inference.destroy_node()
     finally:
         for node in running.nodes.values():
             ros.executor.remove_node(node)
