@@ -11,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -27,17 +29,23 @@ class RosHarness:
         rclpy.init(context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self._nodes: list[Node] = []
+        self.errors: list[str] = []  # tracebacks raised by callbacks in the spin thread
+        self._waiters = 0
         self._thread = threading.Thread(target=self._spin, name="ros-harness-spin", daemon=True)
         self._thread.start()
         self._probe = self.node("harness_probe")
 
     def _spin(self) -> None:
+        # A callback that raises must not stop every other node of the test (their clocks would
+        # freeze and the failure would show up as an unrelated timeout): keep spinning, report at
+        # shutdown.
         while self.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # context shut down mid-spin
-                if self.context.ok():
-                    raise
+            except Exception:
+                if not self.context.ok():
+                    return
+                self.errors.append(traceback.format_exc())
 
     def node(self, name: str, **kwargs) -> Node:
         """Create a node in this context and spin it."""
@@ -67,11 +75,20 @@ class RosHarness:
                 if len(got) >= count:
                     done.set()
 
-        sub = self._probe.create_subscription(msg_type, topic, on_msg, qos)
+        # A private node spun here, not by the background executor: destroying a subscription
+        # that another thread's executor is waiting on invalidates its handle mid-wait.
+        self._waiters += 1
+        node = Node(f"harness_wait_{self._waiters}", context=self.context)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        node.create_subscription(msg_type, topic, on_msg, qos)
+        deadline = time.monotonic() + timeout
         try:
-            if not done.wait(timeout):
-                publishers = self._probe.count_publishers(topic)
-                seen = sorted(name for name, _ in self._probe.get_topic_names_and_types())
+            while not done.is_set() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.02)
+            if not done.is_set():
+                publishers = node.count_publishers(topic)
+                seen = sorted(name for name, _ in node.get_topic_names_and_types())
                 raise AssertionError(
                     f"waited {timeout:.1f}s for {count} message(s) on {topic} "
                     f"({msg_type.__name__}); got {len(got)}. Publishers on it: {publishers}. "
@@ -79,7 +96,9 @@ class RosHarness:
                 )
             return got[:count]
         finally:
-            self._probe.destroy_subscription(sub)
+            executor.remove_node(node)
+            node.destroy_node()
+            executor.shutdown(timeout_sec=0.5)
 
     def wait_for_message(self, topic: str, msg_type, timeout: float = 10.0, **kwargs):
         return self.wait_for_messages(topic, msg_type, 1, timeout, **kwargs)[0]
@@ -101,6 +120,11 @@ class RosHarness:
         rclpy.shutdown(context=self.context)
         self.executor.shutdown(timeout_sec=1.0)
         self._thread.join(timeout=2.0)
+        if self.errors:
+            warnings.warn(
+                f"{len(self.errors)} exception(s) in ROS callbacks during the test; first:\n{self.errors[0]}",
+                stacklevel=2,
+            )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, period: float = 0.02) -> None:
