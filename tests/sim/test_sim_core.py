@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from clamp_perception import rig
@@ -98,3 +100,18 @@ def test_depth_and_intrinsics_match_known_geometry():
         np.testing.assert_allclose(
             sim.gripper_pose("follower_left") @ T, frames["cam_left_wrist"].T_world_cam, atol=1e-9
         )
+
+
+def test_divergence_is_flagged_and_freezes_the_task_verdict():
+    sim = AlohaSim("transfer_cube", image_size=(48, 64))
+    sim.step(5)
+    assert not sim.diverged
+    sim.data.qfrc_applied[0] = 1e30  # bypasses the command checks on purpose: a violent bad acceleration
+    with pytest.warns(RuntimeWarning, match="simulation diverged"):
+        sim.step(1)
+    assert sim.diverged and not sim.success()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per episode, not every step
+        sim.step(2)
+    sim.reset(1)
+    assert not sim.diverged

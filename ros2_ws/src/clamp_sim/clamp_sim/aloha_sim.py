@@ -11,6 +11,7 @@ REP 103 optical convention (z forward, x right, y down) in the MuJoCo world (z u
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from clamp_perception import rig
 FINGER_CLOSED = 0.01844  # gym_aloha.constants.PUPPET_GRIPPER_POSITION_CLOSE
 FINGER_OPEN = 0.05800  # gym_aloha.constants.PUPPET_GRIPPER_POSITION_OPEN
 START_ARM_POSE = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])  # gym-aloha's home pose, per arm
+# MuJoCo warnings after which it has reset the state to the model default
+_RESET_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
 PHYSICS_DT = 0.002  # gym-aloha's MuJoCo timestep
 CONTROL_DT = 1.0 / rig.CONTROL_HZ  # 0.02 s = 10 physics steps
 
@@ -249,6 +252,7 @@ class AlohaSim:
         self._ee_site = {arm: m.site(rig.gripper_frame(arm)).id for arm in rig.FOLLOWERS}
         self.torque_enabled = {arm: True for arm in rig.FOLLOWERS}
         self.seed: int | None = None
+        self.diverged = False
         self.reset(0)
 
     # ------------------------------------------------------------------------------------ state
@@ -259,6 +263,7 @@ class AlohaSim:
     def reset(self, seed: int | None = None) -> None:
         """Home pose, grippers open, task objects at a seeded random pose."""
         self.seed = seed
+        self.diverged = False
         mujoco.mj_resetData(self.model, self.data)
         for arm in rig.FOLLOWERS:
             q = np.concatenate([START_ARM_POSE, [FINGER_OPEN, -FINGER_OPEN]])
@@ -313,7 +318,7 @@ class AlohaSim:
                 if not self.torque_enabled[arm]:  # limp: targets track the measured pose
                     self.data.ctrl[self._act[arm]] = self.data.qpos[self._qadr[arm]]
             mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
-            self.task.update(self.model, self.data)
+            self._after_physics()
 
     def step_physics(self, dt: float) -> None:
         """Advance `dt` seconds of sim time (rounded to physics steps); the node's 100 Hz tick."""
@@ -321,7 +326,22 @@ class AlohaSim:
             if not self.torque_enabled[arm]:
                 self.data.ctrl[self._act[arm]] = self.data.qpos[self._qadr[arm]]
         mujoco.mj_step(self.model, self.data, nstep=max(1, round(dt / self.model.opt.timestep)))
-        self.task.update(self.model, self.data)
+        self._after_physics()
+
+    def _after_physics(self) -> None:
+        # On a bad acceleration MuJoCo silently resets the state to the model's default pose: objects
+        # jump home and a success detector could fire on a scene the policy never produced. Flag the
+        # episode and freeze the task's verdict (success reached before the divergence still counts).
+        if not self.diverged and any(self.data.warning[w].number for w in _RESET_WARNINGS):
+            self.diverged = True
+            warnings.warn(
+                f"simulation diverged at t={self.data.time:.3f} s (task {self.task.name}, seed {self.seed}); "
+                "the task verdict is frozen for this episode. Usually a violent command: check the limits.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not self.diverged:
+            self.task.update(self.model, self.data)
 
     def joint_states(self, arm: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
         """(names, position, velocity, effort) in xs_sdk order incl. `gripper` and both fingers."""
