@@ -141,9 +141,8 @@ def test_inference_feeds_the_executor_on_sim_time(ros, policy_dir):
     try:
         wait_ready(inf, 60.0)
         t0 = sim.now()
-        sim.wait_sim(2.0, timeout=60.0)
+        wait_until(lambda: len(sim.commands_since(t0)) >= 60, 60.0, "60 commands from the executor")
         cmds = sim.commands_since(t0)
-        assert len(cmds) >= 50, len(cmds)
         stamps = np.array([t for t, _ in cmds])
         np.testing.assert_allclose(np.diff(stamps), DT, atol=1e-6)  # an unbroken 50 Hz stream
         assert ex.core.chunks_accepted >= 3 and ex.core.rejections.get("nonfinite", 0) == 0
