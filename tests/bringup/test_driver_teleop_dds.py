@@ -11,8 +11,10 @@ from clamp_bringup.profile import load_profile
 from clamp_bringup.teleop_node import TeleopNode
 from clamp_perception import rig
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import wait_until
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from xs_emulator import XsEmulator
 
@@ -49,6 +51,10 @@ def test_driver_startup_move_commands_and_sleep(ros):
     driver = _driver(ros)
     wait_until(lambda: driver.core.state == "ready", 20.0, "the driver to reach the start pose")
     assert driver.startup_error is None
+    # a late joiner (the chunk executor) still learns the state: the topic is latched
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    ready = lambda m: m.data == "ready"  # noqa: E731
+    ros.wait_for_message(rig.DRIVER_STATE_TOPIC, String, timeout=5.0, qos=latched, predicate=ready)
     for arm in rig.FOLLOWERS:  # ALOHA's follower setup, before any motion
         assert (arm, "mode", "group", "arm", "position") in xs.calls
         assert (arm, "mode", "single", "gripper", "current_based_position") in xs.calls

@@ -19,7 +19,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 
 from clamp_bringup import profile as profiles
 from clamp_bringup.driver import ArmDriverCore, CommandError, SmoothMove, action_from_command, move_duration
@@ -69,6 +71,12 @@ class ArmDriverNode(Node):
             self.create_subscription(JointState, rig.joint_states_topic(arm), self._on_joint_states(arm), 10)
         self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
+        # latched: the chunk executor takes the arms over only while this says "ready"
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._state_pub = self.create_publisher(String, rig.DRIVER_STATE_TOPIC, latched)
+        self._published_state: str | None = None
         self.create_timer(1.0 / self.rate_hz, self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
         self._startup = threading.Thread(target=self._startup_sequence, name="arm_driver_startup", daemon=True)
@@ -102,6 +110,11 @@ class ArmDriverNode(Node):
             self._publish(cmd)
 
     def _on_tick(self) -> None:
+        with self._lock:
+            state = self.core.state
+        if state != self._published_state:
+            self._state_pub.publish(String(data=state))
+            self._published_state = state
         if self._sleeping.is_set():
             return
         with self._lock:
