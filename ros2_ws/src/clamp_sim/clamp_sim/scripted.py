@@ -18,6 +18,21 @@ from clamp_perception import rig
 
 from clamp_sim.aloha_sim import MJ_ARM, START_ARM_POSE, build_spec
 
+_ROLL_PI = np.diag([1.0, -1.0, -1.0])  # rotation by pi about the gripper's finger axis
+
+
+def _unflipped(q: np.ndarray) -> np.ndarray:
+    """The same gripper pose without a flipped wrist: Rx(a) Ry(b) Rx(c) == Rx(a - pi) Ry(-b) Rx(c - pi),
+    so (forearm_roll, wrist_angle, wrist_rotate) near (+-pi, b, +-pi) is (0, -b, 0) wound back. The
+    flipped twin sits at the joint limits and reaching it swings the forearm half a turn."""
+    if abs(q[3]) <= np.pi / 2:
+        return q
+    twin = q.copy()
+    twin[3] -= np.copysign(np.pi, q[3])
+    twin[4] = -q[4]
+    twin[5] -= np.copysign(np.pi, q[5])
+    return twin
+
 
 def _frame(x: np.ndarray, y: np.ndarray, roll: float = 0.0) -> np.ndarray:
     x = x / np.linalg.norm(x)
@@ -165,9 +180,18 @@ class ScriptedPolicy:
 
     def action(self, t: int) -> np.ndarray:
         out = np.empty(rig.ACTION_DIM)
+        step_limit = 0.9 * rig.VX300S_LIMITS.velocity[:6] / rig.CONTROL_HZ
         for i, arm in enumerate(rig.FOLLOWERS):
             wp = self.target(arm, t)
-            self.q[arm] = self.ik[arm].solve(wp.pos, wp.R, self.q[arm])
+            # A parallel gripper grasps the same way rolled by pi about its finger axis (x): aim for
+            # the twin closer to the current wrist, else IK flips forearm_roll and wrist_rotate by pi.
+            _, R_now = self.ik[arm].forward(self.q[arm])
+            R_twin = wp.R @ _ROLL_PI
+            R = R_twin if np.trace(R_now.T @ R_twin) > np.trace(R_now.T @ wp.R) else wp.R
+            q = self.ik[arm].solve(wp.pos, R, self.q[arm])
+            q = _unflipped(q)
+            # demonstrations obey the follower's velocity limits, as the real arm would
+            self.q[arm] = self.q[arm] + np.clip(q - self.q[arm], -step_limit, step_limit)
             out[7 * i : 7 * i + 6] = self.q[arm]
             out[7 * i + 6] = wp.gripper
         return out
