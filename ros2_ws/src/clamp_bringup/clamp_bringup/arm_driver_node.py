@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 from clamp_perception import rig
+from clamp_perception.ros_main import spin_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
@@ -25,7 +26,7 @@ from std_msgs.msg import String
 
 from clamp_bringup import profile as profiles
 from clamp_bringup.driver import ArmDriverCore, CommandError, SmoothMove, action_from_command, move_duration
-from clamp_bringup.ros_common import call_service, declare_profile, positions_by_name, spin_node, state14
+from clamp_bringup.ros_common import call_service, declare_profile, positions_by_name, state14
 
 
 class ArmDriverNode(Node):

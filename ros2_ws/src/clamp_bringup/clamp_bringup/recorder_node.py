@@ -15,6 +15,7 @@ from pathlib import Path
 
 from clamp_perception import rig
 from clamp_perception.episode_bag import EpisodeWriter
+from clamp_perception.ros_main import spin_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -33,7 +34,7 @@ from clamp_bringup.recorder import (
     check_disk,
     episode_dir,
 )
-from clamp_bringup.ros_common import declare_profile, msg_class, positions_by_name, spin_node
+from clamp_bringup.ros_common import declare_profile, msg_class, positions_by_name
 from clamp_bringup.teleop import GripperGesture
 
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import Callable
 
 import numpy as np
 from clamp_perception import rig
@@ -39,56 +37,6 @@ def state14(latest: dict[str, dict[str, float]], arms, gripper: rig.GripperCalib
     if not all(a in latest for a in arms):
         return None
     return rig.state_from_joint_states(latest, tuple(arms), gripper)
-
-
-def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable[[object], None] | None = None) -> None:
-    """main() body: init, spin multi-threaded until SIGINT/SIGTERM, run `on_shutdown(node)`, clean up.
-
-    rclpy's own signal handler would shut the context down before `on_shutdown` can still publish
-    (e.g. the arm driver's sleep pose), so SIGINT/SIGTERM are handled here instead.
-    """
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-
-    def _handler(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
-    node = make_node()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
-    spinner.start()
-    try:
-        while not stop.wait(0.2):
-            if not spinner.is_alive():
-                break
-        if on_shutdown is not None:
-            on_shutdown(node)
-    except ExternalShutdownException:
-        pass
-    finally:
-        stop.set()
-        spinner.join(timeout=5.0)  # never tear down under a spinning thread (C++ terminate)
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
-
-def _spin(executor, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except Exception:
-            if not stop.is_set():
-                raise
-            return
 
 
 def msg_class(msgtype: str):

@@ -20,7 +20,6 @@ import collections
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -37,6 +36,7 @@ from clamp_perception.msg_conversions import (
     stamp_to_ns,
 )
 from clamp_perception.pipeline import CameraImage, PerceptionPipeline, default_config_path
+from clamp_perception.ros_main import spin_node
 from clamp_perception.sync import FrameSynchronizer
 from clamp_perception.transforms import (
     ConnectivityError,
@@ -329,15 +329,7 @@ class PerceptionNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = PerceptionNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(PerceptionNode, args)
 
 
 if __name__ == "__main__":

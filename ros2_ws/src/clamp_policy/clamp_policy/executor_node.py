@@ -27,6 +27,7 @@ from collections import deque
 
 import numpy as np
 from clamp_perception import rig
+from clamp_perception.ros_main import spin_node
 
 from .executor import ChunkError, ChunkExecutor, ExecState, ExecutorConfig, make_chunk
 from .node_common import (
@@ -35,7 +36,6 @@ from .node_common import (
     load_profile_section,
     now_s,
     s_to_stamp,
-    spin_main,
     stamp_to_s,
 )
 
@@ -407,7 +407,7 @@ class ChunkExecutorNode(Node):
 
 
 def main(args=None) -> None:
-    spin_main(lambda: ChunkExecutorNode(), args)
+    spin_node(ChunkExecutorNode, args, on_shutdown=lambda node: node.close())
 
 
 if __name__ == "__main__":

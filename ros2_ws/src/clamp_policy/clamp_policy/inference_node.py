@@ -20,6 +20,7 @@ from collections import deque
 
 import numpy as np
 from clamp_perception import rig
+from clamp_perception.ros_main import spin_node
 
 from .inference import (
     ActionHistory,
@@ -29,7 +30,7 @@ from .inference import (
     PolicyRunner,
     configure_torch_threads,
 )
-from .node_common import FollowerState, load_profile_section, now_s, s_to_stamp, spin_main, stamp_to_s
+from .node_common import FollowerState, load_profile_section, now_s, s_to_stamp, stamp_to_s
 
 try:
     from rclpy.node import Node
@@ -306,7 +307,7 @@ def wait_ready(node: InferenceNode, timeout: float = 60.0) -> None:
 
 
 def main(args=None) -> None:
-    spin_main(lambda: InferenceNode(), args)
+    spin_node(InferenceNode, args, on_shutdown=lambda node: node.close())
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
-from collections.abc import Callable
 
 import numpy as np
 from clamp_perception import rig
@@ -93,26 +91,3 @@ class FollowerState:
             if not all(a in self._latest for a in rig.FOLLOWERS):
                 return None
             return rig.state_from_joint_states(self._latest, rig.FOLLOWERS, self.gripper), min(self._stamps.values())
-
-
-def spin_main(make_node: Callable[[], object], args=None) -> None:
-    """main() body: init, spin a multi-threaded executor until SIGINT/SIGTERM, clean up."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    rclpy.init(args=args)
-    node = make_node()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        close = getattr(node, "close", None)
-        if close is not None:
-            close()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()

@@ -23,9 +23,9 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from clamp_perception import rig
 from clamp_perception.msg_conversions import make_camera_info, matrix_to_transform, ns_to_stamp, numpy_to_image
+from clamp_perception.ros_main import spin_node
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
 from rclpy.node import Node
@@ -256,16 +256,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(SimNode, args)
 
 
 if __name__ == "__main__":
