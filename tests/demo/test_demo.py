@@ -35,6 +35,7 @@ def tiny_config(tmp_path) -> dict:
 
     cfg = yaml.safe_load(default_config_path().read_text())
     cfg.update(out=str(tmp_path / "out"), cache=str(tmp_path / "demo"), data_cache=str(tmp_path / "cache"))
+    cfg["task"] = "transfer_cube"
     cfg["data"].update(
         image_size=[48, 64], pretrain_tasks=["transfer_cube"], pretrain_episodes=2, finetune_episodes=1, workers=1
     )
