@@ -119,7 +119,7 @@ class BagPlayer:
             depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self._pubs = {
-            t: node.create_publisher(msg_class(info[t].msgtype), t, latched if t == "/tf_static" else 10)
+            t: node.create_publisher(msg_class(info[t].msgtype), t, latched if t in LATCHED_TOPICS else 10)
             for t in self.topics
         }
         self._clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
@@ -182,6 +182,10 @@ class ChunkCollector:
         self.chunks.append((stamp, offsets, chunk))
 
 
+# published transient-local, as live: late joiners still get the static TF and the task
+LATCHED_TOPICS = ("/tf_static", rig.TASK_TOPIC)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clamp_bringup.replay", description=__doc__.split("\n")[0])
     ap.add_argument("bag", help="episode bag directory")
@@ -227,10 +231,10 @@ def main(argv=None) -> int:
             overrides={"inference": {"checkpoint": a.checkpoint}},
         )
         inference = running.nodes["inference"]
-    from clamp_bringup.ros_common import _spin
+    from clamp_perception.ros_main import spin_until
 
     stop = threading.Event()
-    spin = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spin = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)
     spin.start()
     try:
         time.sleep(max(a.delay, 0.0))

@@ -29,7 +29,7 @@ def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable
     node = make_node()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spinner = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)
     spinner.start()
     try:
         while not stop.wait(0.2):
@@ -48,7 +48,8 @@ def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable
             rclpy.shutdown()
 
 
-def _spin(executor, stop: threading.Event) -> None:
+def spin_until(executor, stop: threading.Event) -> None:
+    """Spin `executor` in this thread until `stop` is set (errors after `stop` are shutdown noise)."""
     while not stop.is_set():
         try:
             executor.spin_once(timeout_sec=0.1)

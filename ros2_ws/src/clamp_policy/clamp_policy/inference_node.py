@@ -55,7 +55,7 @@ class InferenceNode(Node):
         super().__init__("clamp_inference", **kwargs)
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
@@ -119,14 +119,7 @@ class InferenceNode(Node):
                 qos_profile_sensor_data,
                 callback_group=inputs,
             )
-        # Two subscriptions: a transient-local one receives the task latched before this node started
-        # (rig.TASK_LATCHED publishers), a volatile one also matches plain publishers such as
-        # `ros2 topic pub` (a transient-local reader is incompatible with a volatile writer).
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-        for task_qos in (latched, 10):
-            self.create_subscription(String, rig.TASK_TOPIC, self._on_task, task_qos, callback_group=inputs)
+        self.create_subscription(String, rig.TASK_TOPIC, self._on_task, 10, callback_group=inputs)
         if self.runner.history_length:
             self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10, callback_group=inputs)
         self.worker = InferenceWorker(self.runner, self._on_result, self._on_error)
