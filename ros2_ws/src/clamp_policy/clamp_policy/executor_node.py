@@ -35,6 +35,7 @@ from .node_common import (
     declare_dataclass_params,
     load_profile_section,
     now_s,
+    publish_status,
     s_to_stamp,
     stamp_to_s,
 )
@@ -371,7 +372,7 @@ class ChunkExecutorNode(Node):
         return out
 
     def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+        from diagnostic_msgs.msg import DiagnosticStatus
 
         s = self.stats()
         with self._lock:
@@ -386,17 +387,7 @@ class ChunkExecutorNode(Node):
         }[s["state"]]
         if s["missed_ticks"] and level == DiagnosticStatus.OK:
             level = DiagnosticStatus.WARN
-        status = DiagnosticStatus(
-            level=level,
-            name="clamp_policy: chunk executor",
-            message=f"{s['state']}: {s['reason']}",
-            hardware_id="aloha",
-            values=[KeyValue(key=k, value=str(v)) for k, v in s.items()],
-        )
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self._diag_pub.publish(arr)
+        publish_status(self, self._diag_pub, "clamp_policy: chunk executor", level, f"{s['state']}: {s['reason']}", s)
 
     def close(self) -> None:
         self._ticker.stop()

@@ -30,7 +30,7 @@ from .inference import (
     PolicyRunner,
     configure_torch_threads,
 )
-from .node_common import FollowerState, load_profile_section, now_s, s_to_stamp, stamp_to_s
+from .node_common import FollowerState, load_profile_section, now_s, publish_status, s_to_stamp, stamp_to_s
 
 try:
     from rclpy.node import Node
@@ -260,7 +260,7 @@ class InferenceNode(Node):
         return out
 
     def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+        from diagnostic_msgs.msg import DiagnosticStatus
 
         s = self.stats()
         level = DiagnosticStatus.OK  # levels are bytes (b"\x00" < b"\x01" < b"\x02"): max() works
@@ -271,17 +271,7 @@ class InferenceNode(Node):
         if med is not None and med > s["replan_period_ms"]:
             level = max(level, DiagnosticStatus.WARN)
             message = f"inference {med:.0f} ms > replan period {s['replan_period_ms']:.0f} ms"
-        status = DiagnosticStatus(
-            level=level,
-            name="clamp_policy: inference",
-            message=message,
-            hardware_id="aloha",
-            values=[KeyValue(key=k, value=str(v)) for k, v in s.items()],
-        )
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self._diag_pub.publish(arr)
+        publish_status(self, self._diag_pub, "clamp_policy: inference", level, message, s)
 
     def close(self) -> None:
         self.worker.stop()

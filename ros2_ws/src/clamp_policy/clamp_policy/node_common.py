@@ -91,3 +91,19 @@ class FollowerState:
             if not all(a in self._latest for a in rig.FOLLOWERS):
                 return None
             return rig.state_from_joint_states(self._latest, rig.FOLLOWERS, self.gripper), min(self._stamps.values())
+
+
+def publish_status(node, publisher, name: str, level, message: str, values: dict) -> None:
+    """One /diagnostics status for `node`: every entry of `values` as a key/value pair."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id="aloha",
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )
+    arr = DiagnosticArray(status=[status])
+    arr.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(arr)
