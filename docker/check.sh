@@ -34,7 +34,7 @@ check_interfaces() {
 expected_topics() {
   # from the rig contract itself, so this list cannot drift from the code
   python3 - <<'PY'
-from clamp_perception import rig
+from clamp_core import rig
 topics = [rig.joint_states_topic(a) for a in rig.FOLLOWERS]
 for cam in rig.CAMERAS:
     topics += [rig.color_topic(cam), rig.depth_topic(cam), rig.camera_info_topic(rig.color_topic(cam))]
@@ -94,7 +94,7 @@ check_robot() {
 # ------------------------------------------------------------------------------ inside the training image
 check_train() {
   python - <<'PY' || fail "imports"
-import clamp_perception.rig, clamp_policy, clamp_training, torch
+import clamp_core.rig, clamp_policy, clamp_training, torch
 print("torch", torch.__version__, "CUDA build", torch.version.cuda, "GPUs visible", torch.cuda.device_count())
 PY
   python -m clamp_training --help >/dev/null || fail "python -m clamp_training --help"

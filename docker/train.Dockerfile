@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The training image: a CUDA PyTorch base with training/ (clamp_training), the ROS-free model and
-# rendering code it shares with the robot (clamp_perception, clamp_policy), and clamp_sim for the
+# rendering code it shares with the robot (clamp_core, clamp_perception, clamp_policy), and clamp_sim for the
 # experiment's evaluation. No ROS install: bags are read with rosbags (pure Python).
 #
 #   docker build -f docker/train.Dockerfile -t clamp-aloha/train .             # from the repo root
@@ -44,13 +44,14 @@ RUN python -c 'import sys; v = sys.version_info[:2]; v == (3, 11) or print(f"WAR
  && python -c 'import numpy, torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "numpy", numpy.__version__)'
 
 # ROS-free modules of the ROS packages (their node.py files import rclpy and are not used here).
+COPY ros2_ws/src/clamp_core ros2_ws/src/clamp_core
 COPY ros2_ws/src/clamp_perception ros2_ws/src/clamp_perception
 COPY ros2_ws/src/clamp_policy ros2_ws/src/clamp_policy
 # clamp_sim: `python -m clamp_training experiment` evaluates policies in the simulator
 COPY ros2_ws/src/clamp_sim ros2_ws/src/clamp_sim
 COPY training training
-RUN python -m pip install --no-deps ./ros2_ws/src/clamp_perception ./ros2_ws/src/clamp_policy ./ros2_ws/src/clamp_sim ./training \
- && python -c 'import clamp_perception.rig, clamp_policy, clamp_sim.aloha_sim, clamp_training'
+RUN python -m pip install --no-deps ./ros2_ws/src/clamp_core ./ros2_ws/src/clamp_perception ./ros2_ws/src/clamp_policy ./ros2_ws/src/clamp_sim ./training \
+ && python -c 'import clamp_core.rig, clamp_policy, clamp_sim.aloha_sim, clamp_training'
 
 COPY docker/check.sh /opt/clamp/docker/check.sh
 VOLUME ["/data"]

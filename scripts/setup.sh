@@ -63,7 +63,7 @@ if [ "$ROS_MODE" = wheels ]; then
 else
   REQ_FILES=(requirements/robot-py310.txt)
 fi
-REQ_FILES+=(training/pyproject.toml)
+REQ_FILES+=(training/pyproject.toml demo/pyproject.toml)
 PIP_STAMP="$(stamp_of "${REQ_FILES[@]}")-$ROS_MODE"
 if ! fresh pip "$PIP_STAMP"; then
   say "installing torch==2.13.0 first (CPU wheel), then pinned dependencies"
@@ -77,7 +77,7 @@ if ! fresh pip "$PIP_STAMP"; then
     quiet_pip install -q --disable-pip-version-check -r requirements/robot-py310.txt
     quiet_pip install -q --disable-pip-version-check ruff pytest pytest-timeout pytest-rerunfailures  # `make test` on the robot
   fi
-  quiet_pip install -q --disable-pip-version-check --no-deps -e training
+  quiet_pip install -q --disable-pip-version-check --no-deps -e training -e demo
   echo "$PIP_STAMP" > "$STAMPS/pip"
 fi
 

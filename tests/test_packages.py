@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.parent.name for p in (REPO / "ros2_ws/src").glob("*/package.xml"))
 
 
-def test_layout_has_the_four_packages():
-    assert PACKAGES == ["clamp_bringup", "clamp_perception", "clamp_policy", "clamp_sim"]
+def test_layout_has_the_five_packages():
+    assert PACKAGES == ["clamp_bringup", "clamp_core", "clamp_perception", "clamp_policy", "clamp_sim"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -26,7 +26,7 @@ def test_package_manifest_and_marker(package):
     assert install_share.exists(), f"{package} not installed by colcon; run `make setup`"
 
 
-@pytest.mark.parametrize("package", PACKAGES + ["clamp_training"])
+@pytest.mark.parametrize("package", PACKAGES + ["clamp_training", "clamp_demo"])
 def test_imports_and_entry_points_resolve(package):
     module = importlib.import_module(package)
     assert module.__doc__, f"{package} needs a docstring saying what it is"
@@ -34,5 +34,5 @@ def test_imports_and_entry_points_resolve(package):
     for ep in dist.entry_points:
         if ep.group == "console_scripts":
             assert callable(ep.load()), f"{package}: entry point {ep.name} -> {ep.value} is not callable"
-            if package != "clamp_training":  # `ros2 run` looks in lib/<package>/
+            if package in PACKAGES:  # `ros2 run` looks in lib/<package>/
                 assert (REPO / "ros2_ws/install" / package / "lib" / package / ep.name).exists(), ep.name

@@ -13,7 +13,7 @@ import threading
 import time
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy

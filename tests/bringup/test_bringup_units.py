@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clamp_bringup import graph as G
-from clamp_bringup.driver import (
+from clamp_bringup.arm_driver import (
     ArmDriverCore,
     CommandError,
     action_from_command,
     min_jerk,
     to_xs_commands,
 )
-from clamp_bringup.profile import ProfileError, load_profile, safety_limits
 from clamp_bringup.recorder import StreamStats, header_stamp_ns
 from clamp_bringup.replay import open_loop_error
 from clamp_bringup.teleop import GripperGesture, TeleopCore, leader_action
-from clamp_perception import rig
+from clamp_core import rig
+from clamp_core.profile import ProfileError, load_profile, safety_limits
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "ros2_ws/src/clamp_bringup/launch"
 
@@ -77,7 +77,7 @@ def test_graph_modes_and_node_names():
     assert all(n.parameters["use_sim_time"] is True for n in sim.nodes)
     assert G.build_graph("sim", "record").names == ["sim", "arm_driver", "teleop", "recorder"]
     specs = {n.name: f"{n.module}:{n.cls}" for n in sim.nodes}
-    assert specs["perception"] == "clamp_perception.node:PerceptionNode"
+    assert specs["perception"] == "clamp_perception.perception_node:PerceptionNode"
     assert specs["chunk_executor"] == "clamp_policy.executor_node:ChunkExecutorNode"
     with pytest.raises(ValueError, match="modes"):
         G.build_graph("sim", "dance")

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 from clamp_bringup.arm_driver_node import ArmDriverNode
-from clamp_bringup.profile import load_profile
 from clamp_bringup.teleop_node import TeleopNode
-from clamp_perception import rig
+from clamp_core import rig
+from clamp_core.profile import load_profile
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import wait_until

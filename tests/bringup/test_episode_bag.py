@@ -10,8 +10,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeBagError, EpisodeReader, EpisodeWriter
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeBagError, EpisodeReader, EpisodeWriter
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
 
@@ -134,7 +134,7 @@ def test_killed_writer_leaves_everything_flushed_readable(tmp_path):
         import sys, time
         from rclpy.serialization import serialize_message
         from sensor_msgs.msg import JointState
-        from clamp_perception.episode_bag import EpisodeWriter
+        from clamp_core.episode_bag import EpisodeWriter
         w = EpisodeWriter({str(bag)!r}, {{"task": "crash"}}, flush_interval_s=1e9)
         def js(i):
             m = JointState(); m.name = ["waist"]; m.position = [float(i)]; m.effort = []

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import yaml
-from clamp_bringup.profile import config_dir
 from clamp_bringup.recorder_node import RecorderNode
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeReader
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeReader
+from clamp_core.profile import config_dir
 from rclpy.parameter import Parameter
 from ros_harness import wait_until
 from std_srvs.srv import Trigger

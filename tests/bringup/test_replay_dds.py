@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 from clamp_bringup.replay import BagPlayer, episode_actions
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeReader, EpisodeWriter
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeReader, EpisodeWriter
 from rclpy.serialization import serialize_message
 from ros_harness import wait_until
 from rosgraph_msgs.msg import Clock

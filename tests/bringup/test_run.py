@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from clamp_bringup.graph import NodeSpec, build_graph
-from clamp_bringup.profile import load_profile
-from clamp_bringup.run import RunnerError, main, node_class, start_graph
+from clamp_bringup.run import main
+from clamp_bringup.runner import RunnerError, node_class, start_graph
+from clamp_core.profile import load_profile
 from ros_harness import wait_until
 from xs_emulator import XsEmulator
 

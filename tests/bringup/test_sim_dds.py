@@ -14,15 +14,15 @@ import time
 import numpy as np
 import pytest
 from clamp_bringup.graph import build_graph, expected_rates
-from clamp_bringup.profile import load_profile
-from clamp_bringup.run import start_graph
-from clamp_perception import rig
+from clamp_bringup.runner import start_graph
+from clamp_core import rig
+from clamp_core.profile import load_profile
 from rclpy.parameter import Parameter
 from ros_harness import wait_until
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-pytest.importorskip("clamp_sim.node")
+pytest.importorskip("clamp_sim.sim_node")
 PROFILE = load_profile("sim")
 START = np.array(PROFILE["driver"]["start_pose"])
 SIZE = {"image_width": 160, "image_height": 120}  # small renders keep sim time near real time on 2 cores
@@ -143,7 +143,7 @@ def test_teleop_against_clamp_sim_keeps_followers_on_the_leaders(ros):
 
 
 def test_record_against_sim_then_replay_into_perception(ros, tmp_path):
-    from clamp_perception.episode_bag import EpisodeReader
+    from clamp_core.episode_bag import EpisodeReader
     from rosbags.rosbag2 import Reader
 
     running = start_graph(
@@ -211,7 +211,7 @@ def test_record_against_sim_then_replay_into_perception(ros, tmp_path):
 
     # Replay the bag (with /clock) into the perception node: it publishes views.
     from clamp_bringup.replay import BagPlayer
-    from clamp_perception.node import PerceptionNode
+    from clamp_perception.perception_node import PerceptionNode
 
     perception = ros.add(
         PerceptionNode(context=ros.context, parameter_overrides=[Parameter("use_sim_time", value=True)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
 from rclpy.node import Node

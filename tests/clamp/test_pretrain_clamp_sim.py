@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_pretrain_from_clamp_sim_bags(tmp_path):
-    from clamp_sim.generate import generate
+    from clamp_sim.demonstrations import generate
     from clamp_training import pretrain as pretrain_cmd
-    from clamp_training.clamp_data import ClampDataset, open_clamp_data
+    from clamp_training.contrastive_data import ClampDataset, open_clamp_data
 
     bags = tmp_path / "bags"
     results = generate("transfer_cube", 3, seed=0, out=bags, image_size=(72, 96), camera_hz=5.0, progress=False)

@@ -12,7 +12,7 @@ import yaml
 from clamp_training import finetune as finetune_cmd
 from clamp_training import pretrain as pretrain_cmd
 from clamp_training import retrieval as retrieval_cmd
-from clamp_training.clamp_data import write_synthetic_dataset
+from clamp_training.contrastive_data import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
         finetune_cmd.finetune(tmp_path, [str(tmp_path)], tmp_path / "out")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"policy": {"image_encoder": {"type": "patch"}}}))
-    from clamp_training.clamp_run import build_model, load_config
+    from clamp_training.pretrain_common import build_model, load_config
 
     with pytest.raises(ValueError, match="clamp_vit3d"):
         build_model(load_config(bad))

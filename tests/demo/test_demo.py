@@ -18,7 +18,7 @@ STEPS = 40
 
 @pytest.fixture
 def short_demos(monkeypatch):
-    import clamp_sim.generate as gen
+    import clamp_sim.demonstrations as gen
 
     make = gen.make_scripted_policy
 
@@ -31,7 +31,7 @@ def short_demos(monkeypatch):
 
 
 def tiny_config(tmp_path) -> dict:
-    from clamp_bringup.demo import default_config_path
+    from clamp_demo.demo import default_config_path
 
     cfg = yaml.safe_load(default_config_path().read_text())
     cfg.update(out=str(tmp_path / "out"), cache=str(tmp_path / "demo"), data_cache=str(tmp_path / "cache"))
@@ -63,8 +63,8 @@ def tiny_config(tmp_path) -> dict:
 
 
 def test_demo_tiny_policy_one_episode_over_dds(tmp_path, short_demos, capsys):
-    from clamp_bringup import demo
-    from clamp_perception import rig
+    from clamp_core import rig
+    from clamp_demo import demo
 
     cfg_file = tmp_path / "demo.yaml"
     cfg_file.write_text(yaml.safe_dump(tiny_config(tmp_path)))
@@ -108,7 +108,7 @@ def test_demo_tiny_policy_one_episode_over_dds(tmp_path, short_demos, capsys):
 
 
 def test_demo_config_errors(tmp_path):
-    from clamp_bringup.demo import DemoError, load_demo_config
+    from clamp_demo.demo import DemoError, load_demo_config
 
     with pytest.raises(DemoError, match="not a clamp_sim task"):
         load_demo_config(None, {"task": "juggling"})

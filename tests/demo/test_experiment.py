@@ -48,7 +48,7 @@ TINY = {
 
 @pytest.fixture
 def short_demos(monkeypatch):
-    import clamp_sim.generate as gen
+    import clamp_sim.demonstrations as gen
 
     make = gen.make_scripted_policy
 
@@ -82,8 +82,8 @@ def test_experiment_tiny_end_to_end(tmp_path, short_demos, capsys):
             assert ft["init"].endswith("policy") and "pretrain" in ft["init"]
         else:
             assert not ft["encoder_frozen"] and ft["frozen_parameters"] == 0
-            clamp_run = runs[name.replace("scratch", "clamp")]
-            assert ft["trainable_parameters"] > clamp_run["finetune"]["trainable_parameters"]
+            pretrain_common = runs[name.replace("scratch", "clamp")]
+            assert ft["trainable_parameters"] > pretrain_common["finetune"]["trainable_parameters"]
         ev = r["eval"]
         assert ev["episodes"] == 1 and len(ev["per_episode"]) == 1 and ev["per_episode"][0]["steps"] == 20
         assert 0.0 <= ev["mean_progress"] <= 1.0 and ev["perception_ms"] > 0

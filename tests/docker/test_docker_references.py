@@ -185,7 +185,7 @@ def test_paths_named_in_docker_files_exist():
 
 def test_recorder_bags_land_on_a_host_volume():
     """The aloha profile's recorder out_dir (the container runs as root) is inside a mounted volume."""
-    profile = yaml.safe_load((REPO / "ros2_ws/src/clamp_bringup/config/profiles/aloha.yaml").read_text())
+    profile = yaml.safe_load((REPO / "ros2_ws/src/clamp_core/config/profiles/aloha.yaml").read_text())
     out_dir = str(profile["recorder"]["out_dir"]).replace("~", "/root", 1)
     mounts = [_volume(v)[1] for v in COMPOSE["services"]["robot"]["volumes"]]
     assert any(out_dir == m or out_dir.startswith(m.rstrip("/") + "/") for m in mounts), (
@@ -197,7 +197,7 @@ def test_udev_rules_name_every_arm_and_render(tmp_path):
     import subprocess
 
     sys.path.insert(0, str(REPO / "ros2_ws/src/clamp_perception"))
-    from clamp_perception import rig
+    from clamp_core import rig
 
     arms = rig.FOLLOWERS + rig.LEADERS
     template = (DOCKER / "udev/99-clamp-aloha.rules").read_text()

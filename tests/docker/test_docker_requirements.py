@@ -114,14 +114,10 @@ def _third_party_imports(roots: list[Path], local: set[str], skip_ros_nodes: boo
 
 
 # Imported only on behalf of ROS nodes, which the training image never runs; each with the reason.
-TRAIN_NODE_ONLY = {
-    "clamp_bringup": "clamp_policy.node_common reads the robot profile for the policy's nodes (lazily)",
-}
+TRAIN_NODE_ONLY: dict[str, str] = {}
 
 # Imported only by development tools that never run on the robot; each with the reason.
 ROBOT_DEV_ONLY = {
-    "clamp_training": "only clamp_bringup.demo imports it, to build the demo policy on a development machine; "
-    "the robot runs exported checkpoints",
     "open3d": "the Open3D baseline of clamp_perception.bench (`make bench`), 300 MB the robot does not need",
 }
 
@@ -178,7 +174,7 @@ def test_training_image_provides_every_import_of_what_it_installs():
     copied = [REPO / src for cp in train.copies for src in cp.sources if src.startswith(("ros2_ws", "training"))]
     roots = [p / p.name if (p / p.name).is_dir() else p / "clamp_training" for p in copied]
     local = {r.name for r in roots if r.is_dir()}
-    assert local == {"clamp_perception", "clamp_policy", "clamp_sim", "clamp_training"}, local
+    assert local == {"clamp_core", "clamp_perception", "clamp_policy", "clamp_sim", "clamp_training"}, local
     imports = _third_party_imports([r for r in roots if r.is_dir()], local, skip_ros_nodes=True)
     missing = []
     for module, where in sorted(imports.items()):

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from clamp_perception import rig
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeWriter
+from clamp_core.msg_conversions import make_camera_info, matrix_to_transform, numpy_to_image
 from clamp_perception.bag_views import frames_from_bag
-from clamp_perception.episode_bag import EpisodeWriter
-from clamp_perception.msg_conversions import make_camera_info, matrix_to_transform, numpy_to_image
 from clamp_perception.pipeline import PerceptionPipeline
 from clamp_perception.synthetic import SyntheticScene, gripper_pose
 from rclpy.serialization import serialize_message
@@ -72,7 +72,7 @@ def test_render_cli_writes_pngs_from_a_bag_and_from_the_synthetic_scene(bag, tmp
     path, _, _ = bag
     for extra, out in ((["--bag", str(path), "--frame", "1"], tmp_path / "bag"), ([], tmp_path / "synthetic")):
         res = subprocess.run(
-            [sys.executable, "-m", "clamp_perception.render", "--out", str(out), *extra],
+            [sys.executable, "-m", "clamp_perception.preview", "--out", str(out), *extra],
             capture_output=True,
             text=True,
             timeout=120,
@@ -84,7 +84,7 @@ def test_render_cli_writes_pngs_from_a_bag_and_from_the_synthetic_scene(bag, tmp
         )
         assert "% of pixels filled" in res.stdout
     res = subprocess.run(
-        [sys.executable, "-m", "clamp_perception.render", "--bag", str(tmp_path), "--out", str(tmp_path / "x")],
+        [sys.executable, "-m", "clamp_perception.preview", "--bag", str(tmp_path), "--out", str(tmp_path / "x")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -125,9 +125,9 @@ def test_bag_replayed_through_the_node_matches_the_offline_path(ros, bag):
     import threading
     import time
 
-    from clamp_perception.episode_bag import EpisodeReader
-    from clamp_perception.msg_conversions import image_to_numpy, stamp_to_ns
-    from clamp_perception.node import PerceptionNode
+    from clamp_core.episode_bag import EpisodeReader
+    from clamp_core.msg_conversions import image_to_numpy, stamp_to_ns
+    from clamp_perception.perception_node import PerceptionNode
     from clamp_perception.render import untile
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy

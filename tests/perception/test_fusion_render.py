@@ -6,9 +6,9 @@ import copy
 
 import numpy as np
 import pytest
-from clamp_perception import rig
+from clamp_core import rig
+from clamp_core.geometry import invert_transform, look_at, make_transform
 from clamp_perception.fusion import DepthFrame, decimate, deproject, fuse, voxel_downsample
-from clamp_perception.geometry import invert_transform, look_at, make_transform
 from clamp_perception.pipeline import PerceptionPipeline, load_config
 from clamp_perception.render import ViewCamera, render, tile, untile
 from clamp_perception.synthetic import SyntheticScene, gripper_pose, pinhole_K

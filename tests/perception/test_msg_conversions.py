@@ -6,8 +6,8 @@ import array
 
 import numpy as np
 import pytest
-from clamp_perception.geometry import look_at, make_transform, quat_to_matrix
-from clamp_perception.msg_conversions import (
+from clamp_core.geometry import look_at, make_transform, quat_to_matrix
+from clamp_core.msg_conversions import (
     camera_info_intrinsics,
     camera_info_to_K,
     cloud_to_points,

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from clamp_perception import rig
-from clamp_perception.msg_conversions import (
+from clamp_core import rig
+from clamp_core.msg_conversions import (
     cloud_to_points,
     image_to_numpy,
     make_camera_info,
@@ -16,7 +16,7 @@ from clamp_perception.msg_conversions import (
     numpy_to_image,
     stamp_to_ns,
 )
-from clamp_perception.node import PerceptionNode
+from clamp_perception.perception_node import PerceptionNode
 from clamp_perception.pipeline import CameraImage
 from clamp_perception.render import untile
 from clamp_perception.synthetic import SyntheticScene

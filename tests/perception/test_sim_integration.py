@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clamp_perception import rig
-from clamp_perception.msg_conversions import image_to_numpy
-from clamp_perception.node import PerceptionNode
+from clamp_core import rig
+from clamp_core.msg_conversions import image_to_numpy
+from clamp_perception.perception_node import PerceptionNode
 from clamp_perception.render import untile
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-clamp_sim_node = pytest.importorskip("clamp_sim.node", reason="clamp_sim (MuJoCo) not importable")
+clamp_sim_node = pytest.importorskip("clamp_sim.sim_node", reason="clamp_sim (MuJoCo) not importable")
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clamp_perception.geometry import invert_transform, make_transform, matrix_to_quat, quat_to_matrix
-from clamp_perception.msg_conversions import matrix_to_transform
+from clamp_core.geometry import invert_transform, make_transform, matrix_to_quat, quat_to_matrix
+from clamp_core.msg_conversions import matrix_to_transform
 from clamp_perception.transforms import (
     ConnectivityError,
     ExtrapolationError,

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from clamp_perception import rig
+from clamp_core import rig
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState

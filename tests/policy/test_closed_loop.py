@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from clamp_perception import rig
+from clamp_core import rig
 from policy_helpers import DT, chunk_msg, stamp_s
 from ros_harness import wait_until
 from sensor_msgs.msg import JointState
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def exported_policy(tmp_path_factory):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import clamp_sim.generate as gen
+    import clamp_sim.demonstrations as gen
     from clamp_training.export import main as export_main
     from clamp_training.train import main as train_main
 
@@ -50,7 +50,7 @@ def exported_policy(tmp_path_factory):
 
 def test_exported_policy_drives_the_simulated_arms(ros, exported_policy):
     from clamp_bringup.graph import build_graph
-    from clamp_bringup.run import start_graph
+    from clamp_bringup.runner import start_graph
 
     graph = build_graph("sim", "policy")
     assert [n.name for n in graph.nodes] == ["sim", "arm_driver", "perception", "inference", "chunk_executor"]

@@ -40,7 +40,7 @@ def test_policy_yaml_matches_the_node_defaults(ros, name):
 
 
 def test_profile_sections_configure_the_nodes_and_typos_are_named(ros, tmp_path):
-    from clamp_bringup.profile import resolve_profile_path
+    from clamp_core.profile import resolve_profile_path
     from rclpy.parameter import Parameter
 
     prof = yaml.safe_load(resolve_profile_path("sim").read_text())

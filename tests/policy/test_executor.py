@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_policy.executor import ChunkError, ChunkExecutor, ExecState, ExecutorConfig, make_chunk
 
 DT = 1.0 / rig.CONTROL_HZ

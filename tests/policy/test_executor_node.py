@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_policy.executor import make_chunk
 from clamp_policy.executor_node import ChunkExecutorNode
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_policy.inference import (
     ActionHistory,
     InferenceWorker,

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from clamp_perception import rig
-from clamp_perception.msg_conversions import numpy_to_image
+from clamp_core import rig
+from clamp_core.msg_conversions import numpy_to_image
 from clamp_policy.executor_node import ChunkExecutorNode
 from clamp_policy.inference_node import InferenceNode, wait_ready
 from clamp_policy.models import DiffusionPolicy, save_policy, tiny_config

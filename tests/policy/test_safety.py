@@ -1,11 +1,11 @@
-"""clamp_policy.safety: position / gripper / velocity / acceleration clamps, NaN rejection, counters."""
+"""clamp_core.safety: position / gripper / velocity / acceleration clamps, NaN rejection, counters."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from clamp_perception import rig
-from clamp_policy.safety import (
+from clamp_core import rig
+from clamp_core.safety import (
     GRIPPER_INDICES,
     SafetyConfigError,
     SafetyLimiter,

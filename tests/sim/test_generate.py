@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeReader
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeReader
 from clamp_perception.transforms import TransformBuffer
-from clamp_sim.generate import generate
+from clamp_sim.demonstrations import generate
 
 
 @pytest.fixture(scope="module")

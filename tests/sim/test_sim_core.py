@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_sim.aloha_sim import AlohaSim
-from clamp_sim.evaluate import run_episode
+from clamp_sim.evaluation import run_episode
 from clamp_sim.scripted import make_scripted_policy
 from clamp_sim.tasks import TASKS
 

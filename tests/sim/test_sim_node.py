@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.msg_conversions import camera_info_to_K, image_to_numpy, transform_to_matrix
-from clamp_sim.node import SimNode
+from clamp_core import rig
+from clamp_core.msg_conversions import camera_info_to_K, image_to_numpy, transform_to_matrix
+from clamp_sim.sim_node import SimNode
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import TorqueEnable
 from rclpy.parameter import Parameter

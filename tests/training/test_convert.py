@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import zarr
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_training.convert import ConvertError, ConvertOptions, convert, convert_episode
 from clamp_training.dataset import ChunkDataset, read_dataset_json, read_stats
 from clamp_training.synthetic import box_of, follower_joints, leader_joints, write_synthetic_episode
@@ -71,8 +71,8 @@ def test_views_see_the_scene_geometry(dataset):
 
 def test_views_equal_the_perception_pipeline_on_the_same_messages(dataset, synthetic_bags):
     """Training's views are the robot's: render frame set k directly with clamp_perception."""
-    from clamp_perception.episode_bag import EpisodeReader
-    from clamp_perception.msg_conversions import camera_info_intrinsics, image_to_numpy
+    from clamp_core.episode_bag import EpisodeReader
+    from clamp_core.msg_conversions import camera_info_intrinsics, image_to_numpy
     from clamp_perception.pipeline import PerceptionPipeline
     from clamp_perception.transforms import TransformBuffer
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clamp_perception import rig
+from clamp_core import rig
 from clamp_policy.models import DiffusionPolicy, PolicyConfig, tiny_config, untile_views
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from clamp_perception import rig
+from clamp_core import rig
 
 STEPS = 40  # a short scripted episode: a full demonstration takes about a minute on a busy CPU
 CAMERA_HZ = 10.0
@@ -16,7 +16,7 @@ CAMERA_HZ = 10.0
 
 @pytest.fixture(scope="module")
 def sim_dataset(tmp_path_factory):
-    import clamp_sim.generate as gen
+    import clamp_sim.demonstrations as gen
     from clamp_training.convert import convert
 
     root = tmp_path_factory.mktemp("sim")
@@ -36,7 +36,7 @@ def sim_dataset(tmp_path_factory):
 
 
 def test_sim_bag_converts_with_expected_shapes_rates_and_values(sim_dataset):
-    from clamp_perception.episode_bag import EpisodeReader
+    from clamp_core.episode_bag import EpisodeReader
 
     bag, g = sim_dataset
     n_frames = int(STEPS / (rig.CONTROL_HZ / CAMERA_HZ))
@@ -68,9 +68,9 @@ def test_sim_bag_converts_with_expected_shapes_rates_and_values(sim_dataset):
 def test_views_equal_the_perception_node_output_over_dds(sim_dataset, ros):
     """Publish one observation's messages from the bag to a live PerceptionNode; its /clamp/views
     must equal the dataset's views for that frame (stored as float16)."""
-    from clamp_perception.episode_bag import EpisodeReader
-    from clamp_perception.msg_conversions import image_to_numpy, stamp_to_ns
-    from clamp_perception.node import PerceptionNode
+    from clamp_core.episode_bag import EpisodeReader
+    from clamp_core.msg_conversions import image_to_numpy, stamp_to_ns
+    from clamp_perception.perception_node import PerceptionNode
     from clamp_policy.models import untile_views
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message

@@ -1,6 +1,6 @@
 """`python -m clamp_training convert BAG_DIR... --out DATASET`: episode bags -> zarr dataset.
 
-Each episode bag (clamp_perception.episode_bag schema, from the recorder or clamp_sim) becomes
+Each episode bag (clamp_core.episode_bag schema, from the recorder or clamp_sim) becomes
 `DATASET/episodes/<bag>.zarr` (layout in clamp_training.dataset):
 
 - steps on a rig.CONTROL_HZ grid from the first time every needed stream has data to the last
@@ -87,7 +87,7 @@ def _joint_dict(msg) -> dict[str, float]:
 
 
 def _gripper_for(action_source: str):
-    from clamp_perception import rig
+    from clamp_core import rig
 
     if action_source.endswith("follower_gripper"):
         return rig.FOLLOWER_GRIPPER
@@ -95,7 +95,7 @@ def _gripper_for(action_source: str):
 
 
 # Image / CameraInfo decoding for rosbags messages without importing ROS message packages (the
-# training image has none); same semantics as clamp_perception.msg_conversions (row step, endianness),
+# training image has none); same semantics as clamp_core.msg_conversions (row step, endianness),
 # which the node uses - the parity test over DDS holds the two to bit-identical views.
 _ENCODINGS = {
     "rgb8": (np.uint8, 3),
@@ -155,7 +155,7 @@ class _CameraStreams:
     def __init__(self, required: list[str], optional: list[str], tolerance_ns: int, need_color: bool) -> None:
         from collections import deque
 
-        from clamp_perception import rig
+        from clamp_core import rig
         from clamp_perception.sync import FrameSynchronizer
 
         self.sync = FrameSynchronizer(required, optional, tolerance_ns)
@@ -208,8 +208,8 @@ class _CameraStreams:
 def convert_episode(bag: str | os.PathLike, out_path: str | os.PathLike, opts: ConvertOptions) -> dict:
     """Convert one bag into the episode group at `out_path` (written to out_path + '.tmp', renamed)."""
     import zarr
-    from clamp_perception import rig
-    from clamp_perception.episode_bag import EpisodeBagError, EpisodeReader
+    from clamp_core import rig
+    from clamp_core.episode_bag import EpisodeBagError, EpisodeReader
 
     bag = Path(bag)
     out_path = Path(out_path)
@@ -452,7 +452,7 @@ class _Perception:
         self.tf = TransformBuffer(1e6, float(tf_cfg.get("extrapolation_tolerance_ms", 50.0)) / 1e3)
 
     def sync_settings(self) -> tuple[list[str], list[str], float]:
-        from clamp_perception import rig
+        from clamp_core import rig
 
         sync = self.pipeline.config.get("sync", {}) or {}
         return (
@@ -466,7 +466,7 @@ class _Perception:
 
     def render(self, group, infos: dict) -> np.ndarray:
         """FrameGroup -> views (V, 4, S, S) float32 (channels depth, x, y, z; empty pixels 0)."""
-        from clamp_perception import rig
+        from clamp_core import rig
         from clamp_perception.pipeline import CameraImage
         from clamp_perception.transforms import TransformError
 
@@ -569,7 +569,7 @@ def convert(
     progress: bool = True,
 ) -> dict:
     """Convert bags into the dataset at `out` (resuming); returns the dataset.json document."""
-    from clamp_perception import rig
+    from clamp_core import rig
     from tqdm import tqdm
 
     opts = opts or ConvertOptions()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import functools
 import hashlib
 import json
@@ -35,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from clamp_core.config import ConfigError, deep_merge, read_yaml
 
 DEFAULT_CONFIG: dict = {
     "out": "out/experiment",
@@ -51,7 +51,7 @@ DEFAULT_CONFIG: dict = {
         "workers": 2,  # conversion processes
         "require_success": True,  # train only on demonstrations the scripted demonstrator completed
     },
-    # clamp_training.clamp_run config sections (policy / clamp / prompt / train) for pretraining
+    # clamp_training.pretrain_common config sections (policy / clamp / prompt / train) for pretraining
     "pretrain": {"train": {"steps": 600, "batch_size": 32, "threads": 1, "val_fraction": 0.1}},
     "finetune": {
         "demos": [5, 10, 25],
@@ -78,27 +78,13 @@ class ExperimentError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ config, hashing
-def deep_merge(base: dict, override: dict | None) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> dict:
-    import yaml
-
     user: dict = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ExperimentError(f"experiment config {p} not found; see training/configs/experiment_*.yaml")
-        user = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(user, dict):
-            raise ExperimentError(f"{p}: an experiment config is a YAML mapping")
+        try:
+            user = read_yaml(path, "experiment config (see training/configs/experiment_*.yaml)")
+        except ConfigError as exc:
+            raise ExperimentError(str(exc)) from exc
     unknown = sorted(set(user) - set(DEFAULT_CONFIG))
     if unknown:
         raise ExperimentError(f"{path}: unknown section(s) {unknown}; sections are {sorted(DEFAULT_CONFIG)}")
@@ -140,7 +126,10 @@ def code_files(group: str) -> list[Path]:
         return [*files, default_config_path(), tr / "convert.py", tr / "dataset.py"]
     if group == "train":
         models = _module_dir("clamp_policy") / "models"
-        files = [tr / f"{m}.py" for m in ("clamp_run", "clamp_data", "pretrain", "finetune", "prompts", "retrieval")]
+        files = [
+            tr / f"{m}.py"
+            for m in ("pretrain_common", "contrastive_data", "pretrain", "finetune", "prompts", "retrieval")
+        ]
         return files + sorted(models.glob("*.py"))
     raise ValueError(group)
 
@@ -210,7 +199,7 @@ def episode_datasets(
 ) -> list[Path]:
     """`count` successful scripted demonstrations of `task` (seeds from `first_seed`, failed ones
     skipped), each converted into its own dataset dir; generated and converted only once."""
-    from clamp_sim.generate import generate
+    from clamp_sim.demonstrations import generate
 
     image_size = tuple(int(v) for v in image_size)
     key = digest("episodes", image_size, float(camera_hz), code_digest("data"))
@@ -276,8 +265,8 @@ def pretrain_stage(
     pre_cfg: dict, data: list[Path], cache, progress: bool = True, device: str = "auto"
 ) -> tuple[Path, bool]:
     """CLAMP pretraining run dir (cached by config, data and training code); (run, was_cached)."""
-    from .clamp_run import load_config as clamp_config
     from .pretrain import pretrain
+    from .pretrain_common import load_config as clamp_config
 
     cfg = clamp_config(None, pre_cfg)
     key = digest("pretrain", cfg, sorted(str(d) for d in data), code_digest("train"))
@@ -297,10 +286,10 @@ def random_init(pre_cfg: dict, data: list[Path], out: Path, seed: int) -> Path:
     import torch
     from clamp_policy.models.checkpoint import save_policy
 
-    from .clamp_data import dataset_stats
-    from .clamp_run import build_model
-    from .clamp_run import load_config as clamp_config
+    from .contrastive_data import dataset_stats
     from .dataset import policy_stats
+    from .pretrain_common import build_model
+    from .pretrain_common import load_config as clamp_config
 
     torch.manual_seed(seed)
     model, _ = build_model(clamp_config(None, pre_cfg))
@@ -373,7 +362,7 @@ def evaluate_policy(
     """Seeded in-process episodes with clamp_sim.evaluate.run_episode; the views are rendered only
     when the policy is asked (every execute_steps), as a 50 Hz robot with 10 Hz cameras would see them."""
     from clamp_sim.aloha_sim import AlohaSim
-    from clamp_sim.evaluate import run_episode, save_strip, write_report
+    from clamp_sim.evaluation import run_episode, save_strip, write_report
     from tqdm import tqdm
 
     policy = ViewsPolicy(policy_dir, task, int(ev["inference_steps"]), seed=seed, horizon=int(ev["horizon"]))
@@ -408,7 +397,7 @@ def offline_error(policy_dir, data: list[Path], samples: int, inference_steps: i
     import torch
     from clamp_policy.models.checkpoint import load_policy
 
-    from .clamp_data import collate, open_clamp_data
+    from .contrastive_data import collate, open_clamp_data
 
     policy = load_policy(policy_dir)
     cfg = policy.cfg

@@ -24,7 +24,7 @@ class ExportError(RuntimeError):
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> Path:
     from clamp_policy.models import DiffusionPolicy, PolicyConfig, load_policy, save_policy
 
-    from .train import CHECKPOINT_DIR, _sub, load_train_state
+    from .run_state import CHECKPOINT_DIR, _sub, load_train_state
 
     run = Path(run_dir)
     state = load_train_state(run)

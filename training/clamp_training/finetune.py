@@ -69,7 +69,7 @@ def finetune(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    from .clamp_run import cpu_threads
+    from .pretrain_common import cpu_threads
 
     with cpu_threads((train or {}).get("threads", 0)):
         return _finetune(init, data, out, train, unfreeze, device, progress)
@@ -80,9 +80,9 @@ def _finetune(init, data, out, train, unfreeze, device, progress) -> dict:
     from clamp_policy.models.clamp_model import freeze_encoders, keep_frozen_eval
     from tqdm import tqdm
 
-    from .clamp_data import collate, dataset_stats, open_clamp_data, resolve_data
-    from .clamp_run import lr_factor, plot_curves, setup_distributed
+    from .contrastive_data import collate, dataset_stats, open_clamp_data, resolve_data
     from .dataset import policy_stats
+    from .pretrain_common import lr_factor, plot_curves, setup_distributed
 
     tr = {**FINETUNE_DEFAULTS, **(train or {})}
     unknown = sorted(set(tr) - set(FINETUNE_DEFAULTS))

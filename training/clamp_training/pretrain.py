@@ -3,9 +3,9 @@ diffusion policy (which shares the image encoder).
 
     python -m clamp_training pretrain --config CONFIG.yaml --data DATASET... --out RUN
     torchrun --nproc_per_node=N -m clamp_training pretrain ...      # DDP (gloo on CPU, nccl on GPU)
-    python -m clamp_training pretrain --synthetic 24 --out RUN      # smoke run on clamp_synthetic data
+    python -m clamp_training pretrain --synthetic 24 --out RUN      # smoke run on contrastive_synthetic data
 
-Writes the run directory described in clamp_training.clamp_run (the CLAMP checkpoint, the exported
+Writes the run directory described in clamp_training.pretrain_common (the CLAMP checkpoint, the exported
 pretrained policy for `finetune --init RUN`, metrics.jsonl, loss_curves.png, held-out retrieval.json and
 embeddings.png) and prints one JSON line with the final losses, retrieval accuracy and samples/s.
 """
@@ -29,7 +29,7 @@ def _log(rank: int, *a):
 
 def pretrain(cfg: dict, data: list[str], out: str | Path, device: str = "cpu", progress: bool = True) -> dict:
     """Run pretraining as configured; returns the summary (also written to RUN/summary.json)."""
-    from .clamp_run import cpu_threads
+    from .pretrain_common import cpu_threads
 
     with cpu_threads(cfg["train"].get("threads", 0)):
         return _pretrain(cfg, data, out, device, progress)
@@ -40,9 +40,9 @@ def _pretrain(cfg: dict, data: list[str], out: str | Path, device: str, progress
     from clamp_policy.models.siglip import distributed
     from tqdm import tqdm
 
-    from .clamp_data import ClampDataset, collate, dataset_stats, open_clamp_data, resolve_data, split_episodes
-    from .clamp_run import build_model, lr_factor, plot_curves, save_clamp, setup_distributed
+    from .contrastive_data import ClampDataset, collate, dataset_stats, open_clamp_data, resolve_data, split_episodes
     from .dataset import policy_stats
+    from .pretrain_common import build_model, lr_factor, plot_curves, save_clamp, setup_distributed
     from .prompts import prompt_ids
     from .retrieval import evaluate
 
@@ -183,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="EPISODES",
-        help="write this many clamp_synthetic episodes to RUN/synthetic_data and train on them",
+        help="write this many contrastive_synthetic episodes to RUN/synthetic_data and train on them",
     )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from .clamp_run import load_config
+    from .pretrain_common import load_config
 
     overrides = {"train": {}}
     for key, val in (
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, overrides, args.preset)
     data = list(args.data)
     if args.synthetic:
-        from .clamp_data import write_synthetic_dataset
+        from .contrastive_data import write_synthetic_dataset
 
         size = int(cfg["policy"]["image_encoder"]["view_size"])
         data.append(str(write_synthetic_dataset(Path(args.out) / "synthetic_data", args.synthetic, size=size)))

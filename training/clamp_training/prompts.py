@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-# The gym-aloha bimanual ViperX world (DESIGN.md world frame): arms at x = +-0.469, table centred at
+# The gym-aloha bimanual ViperX world (ARCHITECTURE.md, "One world frame"): arms at x = +-0.469, table centred at
 # y = 0.5, table top near z = 0. Objects spawn in x in [-0.2, 0.2], y in [0.4, 0.6].
 WORKSPACE_LOW = (-0.5, 0.0, 0.0)
 WORKSPACE_HIGH = (0.5, 1.0, 0.5)

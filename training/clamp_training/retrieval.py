@@ -25,7 +25,7 @@ import torch
 
 @torch.no_grad()
 def compute_embeddings(model, dataset, max_samples: int = 256, batch_size: int = 32, seed: int = 0) -> dict:
-    from .clamp_data import collate
+    from .contrastive_data import collate
 
     model.eval()
     n = min(len(dataset), max_samples)
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from .clamp_data import ClampDataset, open_clamp_data, split_episodes
-    from .clamp_run import load_clamp
+    from .contrastive_data import ClampDataset, open_clamp_data, split_episodes
+    from .pretrain_common import load_clamp
 
     model, cfg = load_clamp(args.run, device=args.device)
     data = args.data

@@ -1,6 +1,6 @@
 """Synthetic episode bags with known geometry, for tests and benchmarks when no simulator bags exist.
 
-`write_synthetic_episode` writes a bag with the real episode schema (clamp_perception.episode_bag):
+`write_synthetic_episode` writes a bag with the real episode schema (clamp_core.episode_bag):
 follower and leader joint states at 50 Hz (smooth sinusoids; the leader leads the follower, as in
 teleoperation), four cameras (rgb8 + aligned 16UC1 depth in mm + camera_info) at `camera_hz` that see
 an analytically ray-cast scene (table plane z = 0 and one box), /tf_static camera mounts, /tf gripper
@@ -31,7 +31,7 @@ def follower_joints(t: np.ndarray | float, seed: int = 0) -> np.ndarray:
 
 def leader_joints(t: np.ndarray | float, seed: int = 0, lead_s: float = 0.1) -> np.ndarray:
     """Leader arm joints (rad) = where the follower will be `lead_s` later; gripper as a leader angle."""
-    from clamp_perception import rig
+    from clamp_core import rig
 
     f = follower_joints(np.asarray(t) + lead_s, seed)
     norm = rig.FOLLOWER_GRIPPER.normalise(f[..., 6])
@@ -52,7 +52,7 @@ def gripper_pose(arm_index: int, t: float, seed: int = 0) -> np.ndarray:
 
 
 def _look_at(eye, target) -> np.ndarray:
-    from clamp_perception.geometry import look_at
+    from clamp_core.geometry import look_at
 
     return look_at(np.asarray(eye, float), np.asarray(target, float))
 
@@ -103,8 +103,8 @@ def write_synthetic_episode(
     flush_interval_s: float = 0.5,
 ) -> Path:
     """Write one synthetic episode bag; returns its directory. `drop_topics` leaves topics out."""
-    from clamp_perception import rig
-    from clamp_perception.episode_bag import EpisodeWriter, make_typestore
+    from clamp_core import rig
+    from clamp_core.episode_bag import EpisodeWriter, make_typestore
 
     store = make_typestore()
     T = store.types
@@ -114,7 +114,7 @@ def write_synthetic_episode(
         return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id=frame)
 
     def tf_msg(parent: str, child: str, M: np.ndarray, ns: int):
-        from clamp_perception.geometry import matrix_to_quat
+        from clamp_core.geometry import matrix_to_quat
 
         q = matrix_to_quat(M[:3, :3])
         V3, Q, TS, Tr = (

@@ -12,7 +12,6 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
-        ("share/" + PACKAGE + "/config/profiles", glob("config/profiles/*.yaml")),
         ("share/" + PACKAGE + "/config/xs_modes", glob("config/xs_modes/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
     ],

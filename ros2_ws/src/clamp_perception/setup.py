@@ -22,8 +22,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "perception_node = clamp_perception.node:main",
-            "render_views = clamp_perception.render:main",
+            "perception_node = clamp_perception.perception_node:main",
+            "preview_views = clamp_perception.preview:main",
             "perception_bench = clamp_perception.bench:main",
         ]
     },

@@ -22,7 +22,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "sim_node = clamp_sim.node:main",
+            "sim_node = clamp_sim.sim_node:main",
             "generate = clamp_sim.generate:main",
             "evaluate = clamp_sim.evaluate:main",
             "bench = clamp_sim.bench:main",

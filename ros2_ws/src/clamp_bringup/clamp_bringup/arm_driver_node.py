@@ -14,19 +14,25 @@ import threading
 import time
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.ros_main import spin_node
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from clamp_core import profile as profiles
+from clamp_core import rig
+from clamp_core.ros import (
+    call_service,
+    declare_profile,
+    latched_publisher_qos,
+    positions_by_name,
+    publish_status,
+    spin_node,
+    state14,
+)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from clamp_bringup import profile as profiles
-from clamp_bringup.driver import ArmDriverCore, CommandError, SmoothMove, action_from_command, move_duration
-from clamp_bringup.ros_common import call_service, declare_profile, positions_by_name, state14
+from clamp_bringup.arm_driver import ArmDriverCore, CommandError, SmoothMove, action_from_command, move_duration
 
 
 class ArmDriverNode(Node):
@@ -73,10 +79,7 @@ class ArmDriverNode(Node):
         self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
         # latched: the chunk executor takes the arms over only while this says "ready"
-        latched = QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
-        self._state_pub = self.create_publisher(String, rig.DRIVER_STATE_TOPIC, latched)
+        self._state_pub = self.create_publisher(String, rig.DRIVER_STATE_TOPIC, latched_publisher_qos())
         self._published_state: str | None = None
         self.create_timer(1.0 / self.rate_hz, self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -137,15 +140,10 @@ class ArmDriverNode(Node):
             state, counts = self.core.state, self.core.limiter.counts_by_joint()
             n_in, n_rej = self.core.commands_in, self.core.commands_rejected
         level = DiagnosticStatus.ERROR if self.startup_error else DiagnosticStatus.OK
-        values = [KeyValue(key="state", value=state), KeyValue(key="commands", value=str(n_in))]
-        values.append(KeyValue(key="commands_ignored_not_ready", value=str(n_rej)))
-        values += [KeyValue(key=f"clamped_{k}", value=str(sum(v.values()))) for k, v in counts.items()]
-        status = DiagnosticStatus(
-            level=level, name="clamp_bringup/arm_driver", message=self.startup_error or state, values=values
-        )
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
+        values = {"state": state, "commands": n_in, "commands_ignored_not_ready": n_rej}
+        values.update({f"clamped_{k}": sum(v.values()) for k, v in counts.items()})
+        message = self.startup_error or state
+        publish_status(self, self._diag_pub, "clamp_bringup/arm_driver", level, message, values)
 
     # ---------------------------------------------------------------------------------- startup
     def _wait_for_states(self, arms, timeout: float | None = None) -> bool:

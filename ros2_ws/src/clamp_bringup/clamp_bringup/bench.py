@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
+from clamp_core.profile import load_profile
 from tqdm import tqdm
 
 from clamp_bringup.graph import expected_rates, recorded_topics
-from clamp_bringup.profile import load_profile
 
 
 def make_stream(profile: dict, seconds: float) -> list[tuple[str, str, int, bytes]]:
@@ -77,13 +77,13 @@ def make_stream(profile: dict, seconds: float) -> list[tuple[str, str, int, byte
 def _write(stream, out: Path, episode: bool) -> float:
     t0 = time.perf_counter()
     if episode:
-        from clamp_perception.episode_bag import EpisodeWriter
+        from clamp_core.episode_bag import EpisodeWriter
 
         with EpisodeWriter(out, {"task": "bench"}, flush_interval_s=0.5, fsync=True) as w:
             for topic, msgtype, ns, data in tqdm(stream, desc="EpisodeWriter", leave=False):
                 w.write_raw(topic, msgtype, ns, data)
     else:
-        from clamp_perception.episode_bag import make_typestore
+        from clamp_core.episode_bag import make_typestore
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         store = make_typestore()
@@ -99,7 +99,7 @@ def _write(stream, out: Path, episode: bool) -> float:
 
 
 def _read(bag: Path, topics: list[str]) -> tuple[float, float, int]:
-    from clamp_perception.episode_bag import EpisodeReader
+    from clamp_core.episode_bag import EpisodeReader
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 

@@ -18,18 +18,18 @@ clamp_sim instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from clamp_perception import rig
-
-from clamp_bringup.profile import config_dir, followers, leaders, load_profile
+from clamp_core import rig
+from clamp_core.profile import followers, leaders, load_profile
 
 MODES = ("policy", "teleop", "record", "arms")
 
 # The clamp nodes: name -> (package, console script, module, class)
 CLAMP_NODES: dict[str, tuple[str, str, str, str]] = {
-    "sim": ("clamp_sim", "sim_node", "clamp_sim.node", "SimNode"),
-    "perception": ("clamp_perception", "perception_node", "clamp_perception.node", "PerceptionNode"),
+    "sim": ("clamp_sim", "sim_node", "clamp_sim.sim_node", "SimNode"),
+    "perception": ("clamp_perception", "perception_node", "clamp_perception.perception_node", "PerceptionNode"),
     "inference": ("clamp_policy", "inference_node", "clamp_policy.inference_node", "InferenceNode"),
     "chunk_executor": ("clamp_policy", "chunk_executor", "clamp_policy.executor_node", "ChunkExecutorNode"),
     "arm_driver": ("clamp_bringup", "arm_driver", "clamp_bringup.arm_driver_node", "ArmDriverNode"),
@@ -143,6 +143,16 @@ def realsense_spec(cam: str, spec: dict) -> NodeSpec:
         remappings=remaps,
         hardware=True,
     )
+
+
+def config_dir() -> Path:
+    """config/ of clamp_bringup (xs_sdk mode files): the source tree or the installed share dir."""
+    here = Path(__file__).resolve().parent.parent / "config"
+    if (here / "xs_modes").is_dir():
+        return here
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("clamp_bringup")) / "config"
 
 
 def xsarm_include(arm: str, spec: dict) -> IncludeSpec:

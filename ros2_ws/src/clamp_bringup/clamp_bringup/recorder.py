@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clamp_perception.episode_bag import EpisodeWriter, disk_free_bytes
+from clamp_core.episode_bag import EpisodeWriter, disk_free_bytes
 
 STAMPED_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/JointState")
 FLAG_SLOW_CONTROL = "control_below_min_hz"

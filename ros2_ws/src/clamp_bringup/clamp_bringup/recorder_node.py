@@ -1,4 +1,4 @@
-"""Episode recorder node: one MCAP bag per episode via clamp_perception.episode_bag (thin node).
+"""Episode recorder node: one MCAP bag per episode via clamp_core.episode_bag (thin node).
 
 Services (std_srvs/Trigger): ~/start, ~/stop (success unknown), ~/stop_success, ~/stop_failure,
 ~/discard. Gesture: both leader grippers held squeezed for recorder.gesture_hold_s starts an
@@ -13,18 +13,25 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeWriter
-from clamp_perception.ros_main import spin_node
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from clamp_core import profile as profiles
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeWriter
+from clamp_core.ros import (
+    declare_profile,
+    latched_subscriber_qos,
+    msg_class,
+    positions_by_name,
+    publish_status,
+    spin_node,
+)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from clamp_bringup import profile as profiles
 from clamp_bringup.graph import expected_rates, recorded_topics
 from clamp_bringup.recorder import (
     FLAG_DISK,
@@ -34,10 +41,8 @@ from clamp_bringup.recorder import (
     check_disk,
     episode_dir,
 )
-from clamp_bringup.ros_common import declare_profile, msg_class, positions_by_name
 from clamp_bringup.teleop import GripperGesture
 
-LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SENSOR_QOS = {  # images + camera_info; `best_effort` also matches best-effort (sensor_data) publishers
     "reliable": QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE),
     "best_effort": QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT),
@@ -76,7 +81,7 @@ class RecorderNode(Node):
 
         for topic, msgtype in self.topics.items():
             if topic in ("/tf_static", rig.TASK_TOPIC):  # latched by convention (tf2, clamp_sim's task)
-                qos = LATCHED
+                qos = latched_subscriber_qos()
             elif msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"):
                 qos = SENSOR_QOS[sensor_qos]
             else:
@@ -238,7 +243,7 @@ class RecorderNode(Node):
     def _on_status(self) -> None:
         ep = self.episode
         level, message = DiagnosticStatus.OK, "idle"
-        values = [KeyValue(key="out_dir", value=str(self.out_dir))]
+        values = {"out_dir": self.out_dir}
         if ep is not None:
             try:
                 free = check_disk(self.out_dir, self.min_free_gb)
@@ -248,12 +253,9 @@ class RecorderNode(Node):
                 level, message = DiagnosticStatus.ERROR, str(exc)
             else:
                 message = f"recording {ep.writer.bag_dir.name}"
-                values += [KeyValue(key="free_gb", value=f"{free:.1f}")]
-                values += [KeyValue(key=f"count {t}", value=str(n)) for t, n in ep.writer.counts.items()]
-        status = DiagnosticStatus(level=level, name="clamp_bringup/recorder", message=message, values=values)
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag.publish(msg)
+                values["free_gb"] = f"{free:.1f}"
+                values.update({f"count {t}": n for t, n in ep.writer.counts.items()})
+        publish_status(self, self._diag, "clamp_bringup/recorder", level, message, values)
 
     def shutdown(self) -> None:
         """Close a running episode properly (SIGINT/SIGTERM), flagged as interrupted."""

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.episode_bag import EpisodeReader
+from clamp_core import rig
+from clamp_core.episode_bag import EpisodeReader
+from clamp_core.ros import duration_to_s
 
 # ---------------------------------------------------------------------------- open-loop scoring
 
@@ -102,10 +103,8 @@ class BagPlayer:
     """Publishes a bag from a node: raw bytes per topic at bag time / rate, /clock first."""
 
     def __init__(self, node, reader: EpisodeReader, rate: float = 1.0, topics=None, clock: bool = True) -> None:
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from clamp_core.ros import latched_publisher_qos, msg_class
         from rosgraph_msgs.msg import Clock
-
-        from clamp_bringup.ros_common import msg_class
 
         if rate <= 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
@@ -115,9 +114,7 @@ class BagPlayer:
         missing = sorted(set(topics or ()) - set(info))
         if missing:
             raise ValueError(f"topics {missing} are not in {reader.bag_dir}; it has {sorted(info)}")
-        latched = QoSProfile(
-            depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        )
+        latched = latched_publisher_qos()
         self._pubs = {
             t: node.create_publisher(msg_class(info[t].msgtype), t, latched if t in LATCHED_TOPICS else 10)
             for t in self.topics
@@ -177,7 +174,7 @@ class ChunkCollector:
             return
         order = [list(msg.joint_names).index(n) for n in rig.ACTION_NAMES] if msg.joint_names else list(range(14))
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        offsets = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+        offsets = np.array([duration_to_s(p.time_from_start) for p in msg.points])
         chunk = np.array([[p.positions[i] for i in order] for p in msg.points])
         self.chunks.append((stamp, offsets, chunk))
 
@@ -220,7 +217,7 @@ def main(argv=None) -> int:
     running = None
     if a.checkpoint:
         from clamp_bringup.graph import build_graph
-        from clamp_bringup.run import start_graph
+        from clamp_bringup.runner import start_graph
 
         graph = build_graph("sim", "policy")
         running = start_graph(
@@ -231,7 +228,7 @@ def main(argv=None) -> int:
             overrides={"inference": {"checkpoint": a.checkpoint}},
         )
         inference = running.nodes["inference"]
-    from clamp_perception.ros_main import spin_until
+    from clamp_core.ros import spin_until
 
     stop = threading.Event()
     spin = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)

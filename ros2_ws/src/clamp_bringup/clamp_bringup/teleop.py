@@ -2,15 +2,15 @@
 
 The leaders' six arm joints are mirrored onto the followers; the leader gripper angle is
 normalised with the leader calibration (ALOHA: 0 closed .. 1 open) and the arm driver maps it to the
-follower gripper angle. Targets pass the same `clamp_policy.safety` limiter as the policy's chunks,
+follower gripper angle. Targets pass the same `clamp_core.safety` limiter as the policy's chunks,
 so the followers catch up to the leaders smoothly when teleop starts.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from clamp_perception import rig
-from clamp_policy.safety import SafetyLimiter, SafetyLimits
+from clamp_core import rig
+from clamp_core.safety import SafetyLimiter, SafetyLimits
 
 
 class GripperGesture:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import threading
 
-from clamp_perception import rig
-from clamp_perception.ros_main import spin_node
+from clamp_core import profile as profiles
+from clamp_core import rig
+from clamp_core.ros import declare_profile, positions_by_name, spin_node, state14
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from clamp_bringup import profile as profiles
-from clamp_bringup.ros_common import declare_profile, positions_by_name, state14
 from clamp_bringup.teleop import GripperGesture, TeleopCore, leader_action
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from clamp_perception import rig
-from clamp_perception.msg_conversions import camera_info_intrinsics, image_to_numpy, stamp_to_ns
+from clamp_core import rig
+from clamp_core.msg_conversions import camera_info_intrinsics, image_to_numpy, stamp_to_ns
+
 from clamp_perception.pipeline import CameraImage, PerceptionPipeline
 from clamp_perception.sync import FrameSynchronizer
 from clamp_perception.transforms import TransformBuffer, TransformError
@@ -30,7 +31,7 @@ def frames_from_bag(
     cameras: default = the rig cameras whose aligned depth topic is in the bag. Frame sets whose
     TF is missing are skipped and counted in `skipped` (reason -> count) when a dict is given.
     """
-    from clamp_perception.episode_bag import EpisodeReader
+    from clamp_core.episode_bag import EpisodeReader
 
     reader = EpisodeReader(bag_dir)
     topics = reader.topics()

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     if not 1 <= args.cameras <= 4:
         parser.error("--cameras must be 1..4 (the ALOHA rig has four)")
 
-    from clamp_perception import rig
+    from clamp_core import rig
+
     from clamp_perception.pipeline import PerceptionPipeline, load_config
     from clamp_perception.synthetic import SyntheticScene
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import yaml
+from clamp_core import rig
+from clamp_core.config import read_yaml
 
-from clamp_perception import rig
 from clamp_perception.fusion import DepthFrame, decimate, deproject, fuse, point_colours, voxel_downsample
 from clamp_perception.render import ViewCamera, render, tile
 from clamp_perception.transforms import TransformBuffer
@@ -59,12 +59,7 @@ def default_config_path() -> Path:
 def load_config(path_or_dict: str | Path | dict | None = None) -> dict:
     if isinstance(path_or_dict, dict):
         return path_or_dict
-    path = Path(path_or_dict) if path_or_dict else default_config_path()
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    return cfg
+    return read_yaml(path_or_dict or default_config_path(), "perception config")
 
 
 def _section(cfg: dict, name: str) -> dict:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from clamp_core import rig
+from clamp_core.geometry import look_at, make_transform
 
-from clamp_perception import rig
 from clamp_perception.fusion import DepthFrame
-from clamp_perception.geometry import look_at, make_transform
 
 TABLE_MIN = (-0.6096, 0.219, -0.03)
 TABLE_MAX = (0.6096, 0.981, 0.0)

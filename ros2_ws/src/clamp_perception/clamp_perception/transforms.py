@@ -16,8 +16,7 @@ import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from clamp_perception.geometry import invert_transform, make_transform, matrix_to_quat, quat_normalize, quat_slerp
+from clamp_core.geometry import invert_transform, make_transform, matrix_to_quat, quat_normalize, quat_slerp
 
 
 class TransformError(LookupError):

@@ -24,7 +24,7 @@ import sys
 import time
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 
 PERIOD = 1.0 / rig.CONTROL_HZ
 

@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from clamp_perception import rig
-
-from .safety import SafetyLimiter, SafetyLimits
+from clamp_core import rig
+from clamp_core.safety import SafetyLimiter, SafetyLimits
 
 
 class ExecState(str, enum.Enum):

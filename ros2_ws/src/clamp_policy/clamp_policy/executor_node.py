@@ -26,19 +26,24 @@ import time
 from collections import deque
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.ros_main import spin_node
-
-from .executor import ChunkError, ChunkExecutor, ExecState, ExecutorConfig, make_chunk
-from .node_common import (
-    FollowerState,
+from clamp_core import rig
+from clamp_core.ros import (
+    best_effort_qos,
     declare_dataclass_params,
+    duration_to_s,
+    latched_subscriber_qos,
     load_profile_section,
     now_s,
     publish_status,
+    reliable_qos,
     s_to_stamp,
+    sensor_qos,
+    spin_node,
     stamp_to_s,
 )
+
+from .executor import ChunkError, ChunkExecutor, ExecState, ExecutorConfig, make_chunk
+from .follower_state import FollowerState
 
 try:  # rclpy is imported lazily by tests that only need the helpers above
     from rclpy.node import Node
@@ -192,7 +197,6 @@ class ChunkExecutorNode(Node):
         super().__init__("chunk_executor", **kwargs)
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import JointState
         from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
@@ -204,7 +208,7 @@ class ChunkExecutorNode(Node):
         limits = None
         gripper = rig.FOLLOWER_GRIPPER
         if prof is not None:
-            from clamp_bringup.profile import gripper_calibration, safety_limits
+            from clamp_core.profile import gripper_calibration, safety_limits
 
             limits = safety_limits(prof)
             gripper = gripper_calibration(prof, "follower")
@@ -235,7 +239,7 @@ class ChunkExecutorNode(Node):
             JointTrajectory,
             rig.ACTION_CHUNK_TOPIC,
             self._on_chunk,
-            QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE),
+            reliable_qos(depth=2),
             callback_group=inputs,
         )
         for arm in rig.FOLLOWERS:
@@ -243,17 +247,16 @@ class ChunkExecutorNode(Node):
                 JointState,
                 rig.joint_states_topic(arm),
                 lambda msg, arm=arm: self._on_joint_state(arm, msg),
-                qos_profile_sensor_data,  # best effort matches both reliable and best-effort drivers
+                sensor_qos(),  # best effort matches both reliable and best-effort drivers
                 callback_group=inputs,
             )
-        from rclpy.qos import DurabilityPolicy
         from std_msgs.msg import String
 
         self.create_subscription(
             String,
             rig.DRIVER_STATE_TOPIC,
             self._on_driver_state,
-            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+            latched_subscriber_qos(),
             callback_group=inputs,
         )
         self.create_service(Trigger, "~/rearm", self._on_rearm)
@@ -268,7 +271,7 @@ class ChunkExecutorNode(Node):
                 Clock,
                 "/clock",
                 lambda msg: self._ticker.on_clock(stamp_to_s(msg.clock)),
-                QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+                best_effort_qos(),
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
         else:
@@ -314,7 +317,7 @@ class ChunkExecutorNode(Node):
             positions = [list(p.positions) for p in msg.points]
             if any(len(p) != rig.ACTION_DIM for p in positions):
                 raise ChunkError(f"every point needs {rig.ACTION_DIM} positions (rig.ACTION_NAMES)")
-            tfs = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+            tfs = [duration_to_s(p.time_from_start) for p in msg.points]
             chunk = make_chunk(stamp_to_s(msg.header.stamp), tfs, np.array(positions), msg.joint_names)
         except ChunkError as exc:
             error = str(exc)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 
 
 class PolicyMismatchError(ValueError):
@@ -108,7 +108,7 @@ class PolicyRunner:
         if problems:
             raise PolicyMismatchError(
                 "the policy does not fit this rig: " + "; ".join(problems) + ". Export a policy trained for "
-                "the ALOHA rig (clamp_perception.rig), or fix its config.json."
+                "the ALOHA rig (clamp_core.rig), or fix its config.json."
             )
 
     @property

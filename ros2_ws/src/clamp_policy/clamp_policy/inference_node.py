@@ -19,9 +19,19 @@ import time
 from collections import deque
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.ros_main import spin_node
+from clamp_core import rig
+from clamp_core.ros import (
+    load_profile_section,
+    now_s,
+    publish_status,
+    reliable_qos,
+    s_to_stamp,
+    sensor_qos,
+    spin_node,
+    stamp_to_s,
+)
 
+from .follower_state import FollowerState
 from .inference import (
     ActionHistory,
     InferenceResult,
@@ -30,7 +40,6 @@ from .inference import (
     PolicyRunner,
     configure_torch_threads,
 )
-from .node_common import FollowerState, load_profile_section, now_s, publish_status, s_to_stamp, stamp_to_s
 
 try:
     from rclpy.node import Node
@@ -55,7 +64,6 @@ class InferenceNode(Node):
         super().__init__("clamp_inference", **kwargs)
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
@@ -73,7 +81,7 @@ class InferenceNode(Node):
             raise ValueError(f"replan_every must be >= 1 control step, got {p['replan_every']}")
         gripper = rig.FOLLOWER_GRIPPER
         if prof is not None:
-            from clamp_bringup.profile import gripper_calibration
+            from clamp_core.profile import gripper_calibration
 
             gripper = gripper_calibration(prof, "follower")
 
@@ -104,9 +112,7 @@ class InferenceNode(Node):
         self.ready = False
 
         self._Trajectory = JointTrajectory
-        self._chunk_pub = self.create_publisher(
-            JointTrajectory, rig.ACTION_CHUNK_TOPIC, QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        )
+        self._chunk_pub = self.create_publisher(JointTrajectory, rig.ACTION_CHUNK_TOPIC, reliable_qos(depth=2))
         self._diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
         inputs = MutuallyExclusiveCallbackGroup()
         if self.runner.needs_views:
@@ -116,7 +122,7 @@ class InferenceNode(Node):
                 JointState,
                 rig.joint_states_topic(arm),
                 lambda msg, arm=arm: self._on_joint_state(arm, msg),
-                qos_profile_sensor_data,
+                sensor_qos(),
                 callback_group=inputs,
             )
         self.create_subscription(String, rig.TASK_TOPIC, self._on_task, 10, callback_group=inputs)
@@ -184,7 +190,7 @@ class InferenceNode(Node):
             self.worker.submit(obs)
 
     def _observation(self) -> Observation | None:
-        from clamp_perception.msg_conversions import image_to_numpy
+        from clamp_core.msg_conversions import image_to_numpy
 
         now = now_s(self)
         state = self._followers.latest()

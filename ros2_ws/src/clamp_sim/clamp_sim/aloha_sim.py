@@ -19,7 +19,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set bef
 
 import mujoco
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 
 # gym-aloha's model of the followers: finger slide joints in metres, normalised 0 closed .. 1 open.
 FINGER_CLOSED = 0.01844  # gym_aloha.constants.PUPPET_GRIPPER_POSITION_CLOSE

@@ -13,7 +13,7 @@ import json
 import time
 
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 
 from clamp_sim.aloha_sim import AlohaSim
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-from clamp_perception import rig
+from clamp_core import rig
 
 from clamp_sim.aloha_sim import MJ_ARM, START_ARM_POSE, build_spec
 

@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from .views import masked_pool_views  # noqa: F401  (re-exported: the encoder pools with it)
 
 try:  # the rig contract; training/ and the robot both have clamp_perception
-    from clamp_perception import rig
+    from clamp_core import rig
 
     _VIEW_SIZE, _NUM_VIEWS, _ACTION_DIM = rig.VIEW_SIZE, len(rig.VIEW_NAMES), rig.ACTION_DIM
 except ImportError:  # pragma: no cover - only when clamp_perception is not installed

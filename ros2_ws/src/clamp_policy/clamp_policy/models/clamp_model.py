@@ -4,7 +4,7 @@ The image encoder is the diffusion policy's own (`policy.image_encoder`, type "c
 pretraining trains one ImageEncoder3D with both the contrastive loss and the diffusion loss, and the
 exported policy carries the pretrained encoder; fine-tuning freezes it (`freeze_encoders`).
 
-Batch (dict, batch first; the windows `clamp_training.clamp_data` cuts from episodes):
+Batch (dict, batch first; the windows `clamp_training.contrastive_data` cuts from episodes):
   views (B, V, 4, S, S) metres, state (B, 14), action_history (B, H, 14) the actions before the
   observation (oldest first), actions (B, 50, 14) the chunk from the observation on, prompts: list of
   B strings (optional: no text pairs without them).

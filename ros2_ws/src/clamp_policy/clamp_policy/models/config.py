@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from clamp_perception import rig
+from clamp_core import rig
 
 CONFIG_VERSION = 1
 

@@ -1,8 +1,9 @@
-"""Robot profiles (config/profiles/<name>.yaml): load, fill defaults, validate. ROS-free.
+"""Robot profiles (clamp_core/config/profiles/<name>.yaml): load, fill defaults, validate. ROS-free.
 
 A profile is the single source of truth for one robot: arms, cameras (serials, stream profiles,
-mounts), gripper calibration, limits, and the settings of the driver, teleop and recorder. The
-node graph (graph.py), the launch files, the in-process runner and every clamp_bringup node read it.
+mounts), gripper calibration, limits, and the settings of the driver, teleop, recorder and policy
+nodes. clamp_bringup's node graph hands each node the profile's path as its `profile` parameter;
+the nodes read it through this module.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from clamp_perception import rig
 
-PACKAGE = "clamp_bringup"
+from clamp_core import rig
+from clamp_core.safety import SafetyConfigError, SafetyLimits
+
+PACKAGE = "clamp_core"
 TOP_LEVEL_KEYS = {
     "name",
     "use_sim_time",
@@ -167,8 +170,6 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
             raise ProfileError(f"{where}: driver.{key} is required (14 numbers, rig.ACTION_NAMES order)")
         drv[key] = _vec14(drv[key], f"{where}: driver.{key}")
 
-    from clamp_policy.safety import SafetyConfigError, SafetyLimits
-
     try:
         limits = SafetyLimits.from_profile(prof["limits"])
     except SafetyConfigError as exc:
@@ -203,9 +204,7 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
 
 
 def safety_limits(profile: dict):
-    """clamp_policy.safety.SafetyLimits of this profile."""
-    from clamp_policy.safety import SafetyLimits
-
+    """clamp_core.safety.SafetyLimits of this profile."""
     return SafetyLimits.from_profile(profile["limits"])
 
 

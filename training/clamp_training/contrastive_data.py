@@ -6,7 +6,7 @@ A CLAMP sample is a ChunkDataset item (views, state, action chunk, action histor
            progress = t / (episode length - 1);
   episode: the episode index (held-out splits are by episode, never by step).
 
-`write_synthetic_dataset` writes `clamp_synthetic` episodes in the converted-dataset layout that
+`write_synthetic_dataset` writes `contrastive_synthetic` episodes in the converted-dataset layout that
 `clamp_training.dataset` documents, so tests and smoke runs go through the same loader as real data.
 """
 
@@ -107,12 +107,12 @@ def collate(items: list[dict]) -> dict:
 
 
 def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int = 32, seed: int = 0) -> Path:
-    """`clamp_synthetic` episodes as a converted dataset (layout of clamp_training.dataset)."""
+    """`contrastive_synthetic` episodes as a converted dataset (layout of clamp_training.dataset)."""
     import zarr
     from tqdm import tqdm
 
     from . import dataset as ds
-    from .clamp_synthetic import make_episode
+    from .contrastive_synthetic import make_episode
 
     root = Path(root)
     (root / ds.EPISODES_DIR).mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
         "control_hz": 50.0,
         "view_size": size,
         "episodes": [{"name": n} for n in names],
-        "source": "clamp_training.clamp_data.write_synthetic_dataset",
+        "source": "clamp_training.contrastive_data.write_synthetic_dataset",
     }
     (root / ds.DATASET_JSON).write_text(json.dumps(doc, indent=1))
     return root

@@ -1,7 +1,7 @@
 """The ALOHA rig contract: names, topics, frames, joint order, limits and the 14-D action space.
 
 One source of truth, imported by every package and by training/ (no ROS imports here).
-Names and conventions follow DESIGN.md; joint limits are the ViperX 300 6DOF values of the
+Names and conventions follow ARCHITECTURE.md; joint limits are the ViperX 300 6DOF values of the
 Interbotix motor configs, gripper calibration the ALOHA (ACT) constants; adjust per robot in the
 bringup profile, not here.
 """

@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from clamp_perception import rig
+
+from clamp_core import rig
 
 KINDS = ("nonfinite", "position", "gripper", "velocity", "acceleration")
 GRIPPER_INDICES = tuple(i for i, n in enumerate(rig.ACTION_NAMES) if n.endswith("_gripper"))  # normalised [0, 1]

@@ -20,14 +20,8 @@ import collections
 import time
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from tf2_msgs.msg import TFMessage
-
-from clamp_perception import rig
-from clamp_perception.msg_conversions import (
+from clamp_core import rig
+from clamp_core.msg_conversions import (
     camera_info_intrinsics,
     image_to_numpy,
     ns_to_stamp,
@@ -35,8 +29,14 @@ from clamp_perception.msg_conversions import (
     points_to_cloud,
     stamp_to_ns,
 )
+from clamp_core.ros import latched_subscriber_qos, publish_status, reliable_qos, spin_node
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tf2_msgs.msg import TFMessage
+
 from clamp_perception.pipeline import CameraImage, PerceptionPipeline, default_config_path
-from clamp_perception.ros_main import spin_node
 from clamp_perception.sync import FrameSynchronizer
 from clamp_perception.transforms import (
     ConnectivityError,
@@ -45,12 +45,6 @@ from clamp_perception.transforms import (
     TransformError,
     UnknownFrameError,
 )
-
-TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-TF_STATIC_QOS = QoSProfile(
-    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
-OUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _image_qos(name: str) -> QoSProfile:
@@ -135,10 +129,10 @@ class PerceptionNode(Node):
                 self.create_subscription(
                     Image, rig.color_topic(cam), lambda m, c=cam: self.colours[c].append(m), image_qos
                 )
-        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
-        self.views_pub = self.create_publisher(Image, rig.VIEWS_TOPIC, OUT_QOS)
-        self.cloud_pub = self.create_publisher(PointCloud2, rig.CLOUD_TOPIC, OUT_QOS)
+        self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), reliable_qos(depth=100))
+        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), latched_subscriber_qos())
+        self.views_pub = self.create_publisher(Image, rig.VIEWS_TOPIC, reliable_qos(depth=2))
+        self.cloud_pub = self.create_publisher(PointCloud2, rig.CLOUD_TOPIC, reliable_qos(depth=2))
         self.diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
         self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self._publish_diagnostics)
         self.get_logger().info(
@@ -281,14 +275,12 @@ class PerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels (bytes in the message)
-        level, problems, values, stale_required = OK, [], [], []
+        level, problems, values, stale_required = OK, [], {}, []
         for cam in self.sync.cameras:
             last = self.sync.last_stamp.get(cam)
             age_ms = float("inf") if last is None else (now_ns - last) / 1e6
-            values += [
-                KeyValue(key=f"{cam} rate_hz", value=f"{self.rates[cam].hz():.1f}"),
-                KeyValue(key=f"{cam} age_ms", value="never" if last is None else f"{age_ms:.0f}"),
-            ]
+            values[f"{cam} rate_hz"] = f"{self.rates[cam].hz():.1f}"
+            values[f"{cam} age_ms"] = "never" if last is None else f"{age_ms:.0f}"
             required = cam in self.sync.required
             if last is None or age_ms > self.max_age_ns / 1e6:
                 what = "no frame yet" if last is None else f"last frame {age_ms:.0f} ms ago"
@@ -306,26 +298,16 @@ class PerceptionNode(Node):
             level = WARN
         self._skipped_reported = skipped_now
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
-        values += [
-            KeyValue(key="latency_ms_median", value=f"{np.median(lat):.1f}"),
-            KeyValue(key="latency_ms_max", value=f"{lat.max():.1f}"),
-            KeyValue(key="views_published", value=str(self.published)),
-            KeyValue(key="frames_unmatched", value=str(self.sync.dropped_unmatched)),
-        ]
-        values += [KeyValue(key=f"skipped {k}", value=str(v)) for k, v in sorted(self.skipped.items())]
+        values["latency_ms_median"] = f"{np.median(lat):.1f}"
+        values["latency_ms_max"] = f"{lat.max():.1f}"
+        values["views_published"] = self.published
+        values["frames_unmatched"] = self.sync.dropped_unmatched
+        values.update({f"skipped {k}": v for k, v in sorted(self.skipped.items())})
         if self.last_problem:
-            values.append(KeyValue(key="last_problem", value=self.last_problem))
+            values["last_problem"] = self.last_problem
         message = "; ".join(problems) if problems else ("ok" if level == OK else self.last_problem)
-        status = DiagnosticStatus(
-            level=bytes([level]),
-            name="clamp_perception: views",
-            message=message[:500],
-            hardware_id="clamp_perception",
-            values=values,
-        )
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        name = "clamp_perception: views"
+        publish_status(self, self.diag_pub, name, bytes([level]), message[:500], values, hardware_id="clamp_perception")
 
 
 def main(args=None) -> None:

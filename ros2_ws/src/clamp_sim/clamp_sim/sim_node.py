@@ -23,13 +23,12 @@ import threading
 import time
 
 import numpy as np
-from clamp_perception import rig
-from clamp_perception.msg_conversions import make_camera_info, matrix_to_transform, ns_to_stamp, numpy_to_image
-from clamp_perception.ros_main import spin_node
+from clamp_core import rig
+from clamp_core.msg_conversions import make_camera_info, matrix_to_transform, ns_to_stamp, numpy_to_image
+from clamp_core.ros import latched_publisher_qos, spin_node
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
@@ -37,9 +36,8 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from clamp_sim.aloha_sim import AlohaSim
-from clamp_sim.generate import dynamic_tf, static_tf
+from clamp_sim.demonstrations import dynamic_tf, static_tf
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSITION_MODES = ("position", "current_based_position", "ext_position")
 
 
@@ -76,11 +74,13 @@ class SimNode(Node):
 
         self.js_pub = {a: self.create_publisher(JointState, rig.joint_states_topic(a), 10) for a in rig.FOLLOWERS}
         self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
-        self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED)
+        self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", latched_publisher_qos())
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.success_pub = self.create_publisher(Bool, "/clamp_sim/success", 10)
         # transient-local (rig.TASK_LATCHED) so late joiners (policy, recorder) get the task text
-        self.task_pub = self.create_publisher(String, rig.TASK_TOPIC, LATCHED if rig.TASK_LATCHED else 10)
+        self.task_pub = self.create_publisher(
+            String, rig.TASK_TOPIC, latched_publisher_qos() if rig.TASK_LATCHED else 10
+        )
         self.objects_pub = self.create_publisher(String, "/clamp_sim/objects", 10)
         self.cam_pubs = {}
         for cam in cams:

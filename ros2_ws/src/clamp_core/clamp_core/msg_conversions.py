@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from clamp_perception.geometry import make_transform, matrix_to_quat
+from clamp_core.geometry import make_transform, matrix_to_quat
 
 _NATIVE_BIG_ENDIAN = sys.byteorder == "big"
 

@@ -10,7 +10,7 @@ Layout: one rosbag2 directory per episode::
       metadata.yaml         rosbag2 metadata, written by rosbags on close (absent after a crash)
       episode.yaml          episode metadata (below); written on open (status: recording), rewritten on close
 
-Topics (names from ``clamp_perception.rig``; rates are those of the real rig / clamp_sim):
+Topics (names from ``clamp_core.rig``; rates are those of the real rig / clamp_sim):
 
 ============================================================  =========================  ============
 topic                                                         type                       rate

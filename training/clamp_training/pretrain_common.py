@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from clamp_core.config import check_keys, deep_merge, read_yaml
 
 CLAMP_FORMAT = "clamp_pretrained"
 CLAMP_FORMAT_VERSION = 1
@@ -100,34 +101,15 @@ PAPER_OVERRIDES = {
 PRESETS = {"small": {}, "paper": PAPER_OVERRIDES}
 
 
-def deep_merge(base: dict, override: dict | None) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def load_config(path: str | os.PathLike | None, overrides: dict | None = None, preset: str = "small") -> dict:
     """DEFAULT_CONFIG <- preset <- YAML file <- overrides (command-line options)."""
-    import yaml
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
 
     user = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config {p} not found; pass an existing YAML file to --config")
-        user = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(user, dict):
-            raise ValueError(f"config {p} must be a YAML mapping with sections policy / clamp / prompt / train")
-        unknown = sorted(set(user) - set(DEFAULT_CONFIG))
-        if unknown:
-            raise ValueError(f"config {p}: unknown section(s) {unknown}; sections are {sorted(DEFAULT_CONFIG)}")
+        user = read_yaml(path, "CLAMP config")
+        check_keys(user, DEFAULT_CONFIG, f"CLAMP config {path}", what="section")
     cfg = deep_merge(deep_merge(DEFAULT_CONFIG, PRESETS[preset]), user)
     return deep_merge(cfg, overrides)
 

@@ -1,8 +1,8 @@
 """CLAMP pretraining benchmark: throughput and held-out retrieval, against baselines in the same run.
 
-    python -m clamp_training.clamp_bench [--episodes 24] [--steps 300] [--out DIR]
+    python -m clamp_training.pretrain_bench [--episodes 24] [--steps 300] [--out DIR]
 
-Variants, all on the same clamp_synthetic data and held-out episodes:
+Variants, all on the same contrastive_synthetic data and held-out episodes:
   string      the 3D-aware encoder (STRING relative 3D attention), jointly with the diffusion policy
   learned     the ablation: learned absolute position embeddings, raw xyz in the patches
   untrained   the string model's architecture before any step (what retrieval gives for free)
@@ -20,20 +20,20 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_training.clamp_bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m clamp_training.pretrain_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--episodes", type=int, default=24)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--config", default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
-    ap.add_argument("--out", default="/tmp/clamp_bench")
+    ap.add_argument("--out", default="/tmp/pretrain_bench")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
 
-    from .clamp_data import ClampDataset, dataset_stats, open_clamp_data, split_episodes, write_synthetic_dataset
-    from .clamp_run import build_model, load_config
+    from .contrastive_data import ClampDataset, dataset_stats, open_clamp_data, split_episodes, write_synthetic_dataset
     from .dataset import policy_stats
     from .pretrain import pretrain
+    from .pretrain_common import build_model, load_config
     from .retrieval import evaluate
 
     out = Path(args.out)

@@ -6,7 +6,7 @@ The arm driver is the single owner of the xs_sdk command topics. It
   torque through xs_sdk's services (node side),
 - moves the followers smoothly (minimum-jerk, duration stretched to respect the velocity limits)
   from where they are to the start pose, ignoring external commands meanwhile,
-- then forwards 14-D targets from rig.JOINT_COMMAND_TOPIC through `clamp_policy.safety` (the last
+- then forwards 14-D targets from rig.JOINT_COMMAND_TOPIC through `clamp_core.safety` (the last
   limit check before the motors) and converts them to JointGroupCommand (6 arm joints) +
   JointSingleCommand (gripper joint angle via the follower gripper calibration),
 - and on shutdown moves to the sleep pose the same smooth way.
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from clamp_perception import rig
-from clamp_policy.safety import SafetyLimiter, SafetyLimits
+from clamp_core import rig
+from clamp_core.safety import SafetyLimiter, SafetyLimits
 
 STATES = ("waiting", "moving_to_start", "ready", "moving_to_sleep", "asleep")
 

@@ -1,6 +1,6 @@
 """`make demo`: a CLAMP policy from the project's own pipeline, run closed-loop on the simulated ALOHA.
 
-    python -m clamp_bringup.demo [--episodes N] [--task TASK] [--out DIR] [--rebuild] [--config demo.yaml]
+    python -m clamp_demo [--episodes N] [--task TASK] [--out DIR] [--rebuild] [--config demo.yaml]
 
 1. Build (first run; cached in `.build/demo/<key>/policy`, key = the build sections of demo.yaml + a
    hash of the simulator / perception / training code): scripted demonstrations (clamp_sim.generate)
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 BUILD_SECTIONS = ("task", "data", "pretrain", "finetune")
 
@@ -48,27 +47,28 @@ def repo_root() -> Path:
     env = os.environ.get("CLAMP_ROOT")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[4]  # ros2_ws/src/clamp_bringup/clamp_bringup/demo.py
+    return Path(__file__).resolve().parents[2]  # demo/clamp_demo/demo.py
 
 
 def default_config_path() -> Path:
-    here = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+    here = Path(__file__).resolve().parent.parent / "demo.yaml"
     if here.is_file():
         return here
-    raise DemoError(f"{here} not found; run from the source tree (make setup builds it with --symlink-install)")
+    raise DemoError(f"{here} not found; run from the source tree (make setup installs clamp_demo editable)")
 
 
 def load_demo_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
-    from clamp_training.experiment import deep_merge
+    from clamp_core.config import ConfigError, deep_merge, read_yaml
 
     p = Path(path) if path else default_config_path()
-    if not p.is_file():
-        raise DemoError(f"demo config {p} not found")
-    cfg = yaml.safe_load(p.read_text()) or {}
+    try:
+        cfg = read_yaml(p, "demo config")
+    except ConfigError as exc:
+        raise DemoError(str(exc)) from exc
     required = ("task", "out", "cache", "data_cache", "data", "pretrain", "finetune", "closed_loop")
     missing = [k for k in required if k not in cfg]
     if missing:
-        raise DemoError(f"{p}: missing key(s) {missing}; start from ros2_ws/src/clamp_bringup/config/demo.yaml")
+        raise DemoError(f"{p}: missing key(s) {missing}; start from demo/demo.yaml")
     cfg = deep_merge(cfg, overrides)
     from clamp_sim.tasks import TASKS
 
@@ -198,8 +198,8 @@ class EpisodeLog:
 
 def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: threading.Lock):
     """A node that records the loop: success, clock, views snapshots, commands, states, chunks, diagnostics."""
-    from clamp_perception import rig
-    from clamp_perception.msg_conversions import image_to_numpy
+    from clamp_core import rig
+    from clamp_core.msg_conversions import image_to_numpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -209,7 +209,8 @@ def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: thre
     from trajectory_msgs.msg import JointTrajectory
 
     node = Node("clamp_demo_probe", context=context)
-    s = lambda st: st.sec + st.nanosec * 1e-9  # noqa: E731
+    from clamp_core.ros import stamp_to_s as s
+
     latest: dict[str, dict] = {}
     pending = list(snapshot_times)
 
@@ -283,12 +284,11 @@ def _wait(cond, timeout: float, what: str, check=None) -> None:
 def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool = True) -> dict:
     """One closed-loop episode over DDS: fresh graph with `seed`, the policy in charge for horizon_s."""
     import rclpy
+    from clamp_bringup.graph import build_graph
+    from clamp_bringup.runner import start_graph
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
-
-    from clamp_bringup.graph import build_graph
-    from clamp_bringup.run import start_graph
 
     horizon, n_snap = float(cl["horizon_s"]), int(cl.get("snapshots", 4))
     snap_times = [horizon * i / max(n_snap - 1, 1) for i in range(n_snap)]
@@ -432,7 +432,7 @@ def plot_views(snapshots: list, t_start: float, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from clamp_perception import rig
+    from clamp_core import rig
 
     if not snapshots:
         raise DemoError("no /clamp/views snapshot was recorded; is the perception node publishing?")
@@ -463,7 +463,7 @@ def plot_joints(ep: dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from clamp_perception import rig
+    from clamp_core import rig
 
     log: EpisodeLog = ep["log"]
     if not log.commands or not log.states:
@@ -674,8 +674,8 @@ def run_demo(cfg: dict, episodes: int | None = None, rebuild: bool = False, prog
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_bringup.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=None, help="demo YAML (default: clamp_bringup/config/demo.yaml)")
+    ap = argparse.ArgumentParser(prog="python -m clamp_demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="demo YAML (default: demo/demo.yaml)")
     ap.add_argument("--episodes", type=int, default=None, help="closed-loop episodes (default: the config's)")
     ap.add_argument("--task", default=None, help="clamp_sim task to fine-tune on and run")
     ap.add_argument("--out", default=None, help="report directory (default: out/demo)")
@@ -718,7 +718,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"report: {s['report']} (views.png, joints.png, results.json beside it)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
