@@ -165,3 +165,121 @@ def test_killed_writer_leaves_everything_flushed_readable(tmp_path):
         f.write(b"\x06" + (5000).to_bytes(8, "little") + b"\x00" * 100)
     with pytest.warns(UserWarning, match="not closed"):
         assert EpisodeReader(bag).topics()["/follower_left/joint_states"].count == 200
+
+
+def _depth_frame(i: int, h: int = 120, w: int = 160) -> Image:
+    """A depth image like a real one: a table plane plus an object, millimetres, sensor noise."""
+    rng = np.random.default_rng(i)
+    yy, xx = np.mgrid[0:h, 0:w]
+    depth = 600 + yy * 2 + rng.integers(-2, 3, (h, w))
+    depth[40:80, 60:100] -= 80
+    m = Image(height=h, width=w, encoding="16UC1", step=w * 2)
+    m.data = depth.astype(np.uint16).tobytes()
+    return m
+
+
+def test_metadata_is_what_humble_rosbag2_decodes(tmp_path):
+    """metadata.yaml passes Humble's decoder rules; the rosbags v9 format those episodes had does not."""
+    import yaml
+    from helpers.rosbag2_humble import BadConversion, decode_metadata
+
+    bag = tmp_path / "ep"
+    with EpisodeWriter(bag, {"task": "t"}) as w:
+        for i in range(10):
+            w.write_raw(
+                "/follower_left/joint_states",
+                "sensor_msgs/msg/JointState",
+                10**9 + i,
+                serialize_message(_joint_state(i)),
+            )
+        w.write("/tf_static", w.typestore.types["tf2_msgs/msg/TFMessage"](transforms=[]), stamp_ns=10**9)
+    meta = decode_metadata((bag / "metadata.yaml").read_text())
+    assert meta["version"] == 5 and meta["storage_identifier"] == "mcap" and meta["message_count"] == 11
+    assert meta["relative_file_paths"] == [f"{bag.name}.mcap"] and (bag / meta["files"][0]["path"]).exists()
+    assert meta["files"][0]["message_count"] == 11 and meta["duration"] == 9
+    js = meta["topics"]["/follower_left/joint_states"]
+    assert js["type"] == "sensor_msgs/msg/JointState" and js["message_count"] == 10
+    assert js["offered_qos_profiles"][0]["durability"] == 2  # volatile
+    assert meta["topics"]["/tf_static"]["offered_qos_profiles"][0]["durability"] == 1  # transient_local: latched
+    # the MCAP channels carry the same QoS string (what rosbag2_storage_mcap reads on play)
+    from mcap.reader import make_reader
+
+    with open(bag / f"{bag.name}.mcap", "rb") as f:
+        channels = make_reader(f).get_summary().channels.values()
+    assert {c.topic: c.metadata["offered_qos_profiles"] for c in channels}["/tf_static"] == yaml.safe_load(
+        (bag / "metadata.yaml").read_text()
+    )["rosbag2_bagfile_information"]["topics_with_message_count"][1]["topic_metadata"]["offered_qos_profiles"]
+
+    # The checker is not a rubber stamp: the rosbags v9 metadata (list-valued QoS) fails it as Humble does.
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    old = tmp_path / "v9"
+    with Writer(old, version=9, storage_plugin=StoragePlugin.MCAP) as ow:
+        conn = ow.add_connection("/x", "std_msgs/msg/String", typestore=w.typestore)
+        ow.write(conn, 1, w.typestore.serialize_cdr(w.typestore.types["std_msgs/msg/String"](data="a"), conn.msgtype))
+    with pytest.raises(BadConversion):
+        decode_metadata((old / "metadata.yaml").read_text())
+    text = (bag / "metadata.yaml").read_text().replace("version: 5", "version: 4")
+    decode_metadata(text)  # an older version's rules read it too
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_compressed_chunks_are_lossless_and_smaller(tmp_path, compression):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    frames = [serialize_message(_depth_frame(i)) for i in range(30)]
+    sizes = {}
+    for comp in ("none", compression):
+        bag = tmp_path / comp
+        with EpisodeWriter(bag, compression=comp, flush_interval_s=0.2) as w:
+            for i, data in enumerate(frames):
+                w.write_raw(rig.depth_topic("cam_high"), "sensor_msgs/msg/Image", 10**9 + i * 33_000_000, data)
+        sizes[comp] = (bag / f"{comp}.mcap").stat().st_size
+        # read back by the independent reference reader (mcap + mcap_ros2): bit-exact depth
+        with open(bag / f"{comp}.mcap", "rb") as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            got = [bytes(m.data) for _, _, _, m in reader.iter_decoded_messages()]
+            chunks = reader.get_summary().chunk_indexes
+        assert got == [bytes(_depth_frame(i).data) for i in range(30)]
+        assert {c.compression for c in chunks} == {"" if comp == "none" else comp}
+        r = EpisodeReader(bag)  # and by ours
+        assert r.topics()[rig.depth_topic("cam_high")].count == 30
+    assert sizes[compression] < 0.6 * sizes["none"], sizes  # noisy 12-bit-ish depth: well under the raw size
+    with pytest.raises(EpisodeBagError, match="compression"):
+        EpisodeWriter(tmp_path / "bad", compression="gzip")
+
+
+def test_write_error_closes_the_episode_incomplete_and_keeps_the_flushed_data(tmp_path):
+    """A real OS write error (file size limit: EFBIG, as ENOSPC would be) mid-episode."""
+    bag = tmp_path / "full"
+    script = textwrap.dedent(f"""
+        import resource, signal, json
+        from rclpy.serialization import serialize_message
+        from sensor_msgs.msg import JointState
+        from clamp_core.episode_bag import EpisodeWriter
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG as an OSError, like a full disk
+        w = EpisodeWriter({str(bag)!r}, {{"task": "full"}}, flush_interval_s=1e9, compression="none")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        flushed = 0
+        try:
+            for i in range(100_000):
+                m = JointState(); m.name = ["waist"]; m.position = [float(i)] * 200
+                topic, mt = "/follower_left/joint_states", "sensor_msgs/msg/JointState"
+                w.write_raw(topic, mt, 10**9 + i, serialize_message(m))
+                if i % 10 == 9:
+                    w.flush(); flushed = i + 1
+        except OSError as exc:
+            meta = w.close_incomplete(str(exc))
+            print(json.dumps({{"flushed": flushed, "status": meta["status"], "error": meta["extras"]["error"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    import json
+
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["status"] == "incomplete" and "File too large" in res["error"] and res["flushed"] > 10
+    with pytest.warns(UserWarning, match="not closed"):
+        r = EpisodeReader(bag)
+    assert r.metadata["status"] == "incomplete" and r.metadata["extras"]["error"] == res["error"]
+    positions = [m.msg.position[0] for m in r.messages()]
+    assert positions[: res["flushed"]] == [float(i) for i in range(res["flushed"])]  # all that was flushed

@@ -4,8 +4,11 @@ Services (std_srvs/Trigger): ~/start, ~/stop (success unknown), ~/stop_success, 
 ~/discard. Gesture: both leader grippers held squeezed for recorder.gesture_hold_s starts an
 episode, and stops it when one is running. Messages are taken serialised (raw subscriptions) and
 written unchanged; /tf_static, the task and the camera_infos seen before the start are written
-at the start so every bag stands alone. Flushed every flush_interval_s: a crash or kill loses at
-most that tail. Refuses to start (and stops) when the disk is nearly full. Status on /diagnostics.
+at the start so every bag stands alone. Callbacks only queue: each episode has its own writer
+thread (clamp_bringup.recorder.Episode) that writes zstd-compressed MCAP chunks (parameter
+`compression`: zstd|lz4|none) and flushes + fsyncs every flush_interval_s, so a crash or kill loses
+at most that tail. Refuses to start (and stops) when the disk is nearly full; a write error closes
+the episode as incomplete with one error logged. Status on /diagnostics.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from clamp_core import profile as profiles
 from clamp_core import rig
-from clamp_core.episode_bag import EpisodeWriter
+from clamp_core.episode_bag import COMPRESSIONS, EpisodeWriter
 from clamp_core.ros import (
     declare_profile,
     latched_subscriber_qos,
@@ -64,6 +67,9 @@ class RecorderNode(Node):
         self.source = str(self.declare_parameter("source", str(rec["source"])).value)
         self.action_source = str(self.declare_parameter("action_source", str(rec["action_source"])).value)
         self.use_gesture = bool(self.declare_parameter("gesture", bool(rec["gesture"])).value)
+        self.compression = str(self.declare_parameter("compression", str(rec.get("compression", "zstd"))).value)
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"recorder compression must be one of {COMPRESSIONS}, got {self.compression!r}")
         sensor_qos = str(self.declare_parameter("sensor_qos", str(rec["sensor_qos"])).value)
         if sensor_qos not in SENSOR_QOS:
             raise ValueError(f"recorder sensor_qos must be one of {sorted(SENSOR_QOS)}, got {sensor_qos!r}")
@@ -100,12 +106,10 @@ class RecorderNode(Node):
         ):
             self.create_service(Trigger, f"~/{name}", cb)
         self._diag = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
-        # Wall-clock timers: flushing and disk checks must go on even if /clock stalls.
+        # Wall-clock timer: disk checks must go on even if /clock stalls (the writer thread flushes).
         from rclpy.clock import Clock, ClockType
 
-        wall = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(self.flush_interval, self._on_flush, clock=wall)
-        self.create_timer(1.0, self._on_status, clock=wall)
+        self.create_timer(0.5, self._on_status, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # ----------------------------------------------------------------------------------- inputs
     def _now_ns(self) -> int:
@@ -123,11 +127,7 @@ class RecorderNode(Node):
                 self._infos[topic] = (msgtype, data)
             ep = self.episode
             if ep is not None:
-                try:
-                    ep.add(topic, msgtype, data, self._now_ns())
-                except Exception as exc:
-                    if not ep.writer.closed:
-                        self.get_logger().error(f"writing {topic} failed: {exc}")
+                ep.add(topic, msgtype, data, self._now_ns())  # queues only: never blocks on the disk
 
         return cb
 
@@ -174,8 +174,17 @@ class RecorderNode(Node):
                 "expected_rates": self.expected,
                 "extras": {"profile": self.profile["name"], "recorder": self.get_fully_qualified_name()},
             }
-            writer = EpisodeWriter(path, meta, flush_interval_s=self.flush_interval)
-            ep = Episode(writer, self.expected, min_control_hz=self.min_control_hz)
+            writer = EpisodeWriter(path, meta, flush_interval_s=self.flush_interval, compression=self.compression)
+            ep = Episode(
+                writer,
+                self.expected,
+                min_control_hz=self.min_control_hz,
+                joint_state_topics=[rig.joint_states_topic(a) for a in rig.FOLLOWERS],
+                on_error=lambda err, p=path: self.get_logger().error(
+                    f"episode {p} stopped by a write error, closed as incomplete (data up to the last flush "
+                    f"kept): {err}. Free space or set recorder.out_dir to a larger disk."
+                ),
+            )
             now = self._now_ns()
             for topic, items in self._latched.items():
                 for msgtype, data in items:
@@ -184,7 +193,6 @@ class RecorderNode(Node):
                 ep.add(topic, msgtype, data, now)
             if not self._latched[rig.TASK_TOPIC] and self.task:  # no task published: the parameter's
                 ep.add(rig.TASK_TOPIC, "std_msgs/msg/String", serialize_message(String(data=self.task)), now)
-            writer.flush()
             self.episode = ep
         self.get_logger().info(f"recording episode {path}")
         return True, str(path)
@@ -201,15 +209,13 @@ class RecorderNode(Node):
             return False, "not recording"
         path = ep.writer.bag_dir
         if discard:
-            ep.writer.discard()
+            ep.discard()
             self.get_logger().info(f"discarded {path}")
             return True, f"discarded {path}"
-        with ep._lock:  # no add() in flight while closing
-            js = [rig.joint_states_topic(a) for a in rig.FOLLOWERS]
-            q = ep.quality(js)
-            q["flags"] = q["flags"] + [f for f in extra_flags if f not in q["flags"]]
-            meta = ep.writer.close(success=success, **q)
+        meta = ep.close(success=success, extra_flags=extra_flags)  # writes out the queue first
         self.last_episode = {"path": str(path), "metadata": meta}
+        if ep.error is not None:
+            return False, f"{path} incomplete: {ep.error}"
         if meta["flags"]:
             self.get_logger().warn(
                 f"episode {path} flagged {meta['flags']}: control {meta['control_hz'] or 0:.1f} Hz "
@@ -235,16 +241,14 @@ class RecorderNode(Node):
         return response
 
     # ----------------------------------------------------------------------------------- timers
-    def _on_flush(self) -> None:
-        ep = self.episode
-        if ep is not None and not ep.writer.closed:
-            ep.writer.flush()
-
     def _on_status(self) -> None:
         ep = self.episode
         level, message = DiagnosticStatus.OK, "idle"
         values = {"out_dir": self.out_dir}
-        if ep is not None:
+        if ep is not None and ep.error is not None:  # closed by its writer thread (error already logged)
+            self.stop_episode()
+            level, message = DiagnosticStatus.ERROR, f"episode {ep.writer.bag_dir.name} incomplete: {ep.error}"
+        elif ep is not None:
             try:
                 free = check_disk(self.out_dir, self.min_free_gb)
             except DiskTooFull as exc:

@@ -6,8 +6,10 @@ without a ROS install.
 Layout: one rosbag2 directory per episode::
 
     <bag_dir>/
-      <bag_dir name>.mcap   rosbag2 MCAP (rosbags writer, ROS 2 CDR), flushed every ``flush_interval_s``
-      metadata.yaml         rosbag2 metadata, written by rosbags on close (absent after a crash)
+      <bag_dir name>.mcap   rosbag2 MCAP (`mcap` writer, ros2 profile, CDR), zstd-compressed chunks by
+                            default (lossless), a chunk flushed every ``flush_interval_s``
+      metadata.yaml         rosbag2 metadata version 5 (what ROS 2 Humble reads), written on close
+                            (absent after a crash)
       episode.yaml          episode metadata (below); written on open (status: recording), rewritten on close
 
 Topics (names from ``clamp_core.rig``; rates are those of the real rig / clamp_sim):
@@ -38,7 +40,8 @@ gripper mapping named in ``episode.yaml: action_source``:
 Bag timestamps (log time) are nanoseconds: receive time for the recorder, sim time for clamp_sim.
 
 ``episode.yaml`` keys (also stored as rosbag2 ``custom_data['clamp_episode']`` on close):
-  schema_version (int), status (recording|complete|discarded), task (str), success (bool|null),
+  schema_version (int), status (recording|complete|incomplete|discarded;
+  incomplete = stopped by a write error such as a full disk, extras.error says which), task (str), success (bool|null),
   source (sim|teleop|replay), action_source (str, above), seed (int|null),
   rates (topic -> measured Hz; the recorder measures header stamps where messages have them, else
   bag time), expected_rates (topic -> Hz), dropped_frames (topic -> int, gaps in image stamps),
@@ -47,7 +50,8 @@ Bag timestamps (log time) are nanoseconds: receive time for the recorder, sim ti
   started_at / ended_at (ISO 8601 UTC), duration_s, message_counts (topic -> int), extras (dict).
 
 Crash safety: the writer closes the pending MCAP chunk and flushes (and fsyncs) at most every
-``flush_interval_s`` seconds of wall time, so a crash loses at most that tail. ``EpisodeReader``
+``flush_interval_s`` seconds of wall time, so a crash loses at most that tail; close() fsyncs the
+files and the directory. ``EpisodeReader``
 reads such a bag (no metadata.yaml, no MCAP summary) up to the last complete record and warns.
 
 rclpy-serialised messages with an empty float64[] (JointState effort=[]) carry a few trailing
@@ -77,7 +81,7 @@ EPISODE_YAML = "episode.yaml"
 CUSTOM_DATA_KEY = "clamp_episode"
 SOURCES = ("sim", "teleop", "replay")
 ACTION_SOURCES = ("leader_joint_states/leader_gripper", "leader_joint_states/follower_gripper")
-STATUSES = ("recording", "complete", "discarded")
+STATUSES = ("recording", "complete", "incomplete", "discarded")
 
 # Interface definitions the stock rosbags typestore lacks (from interbotix_xs_msgs); tf2_msgs is
 # registered from this text too when a store has no TFMessage.
@@ -192,11 +196,51 @@ def disk_free_bytes(path: str | Path) -> int:
 
 
 # ------------------------------------------------------------------------------------------ writer
+# rosbag2 metadata.yaml as ROS 2 Humble's rosbag2 decodes it (rosbag2_storage/yaml.hpp, 0.15.x): version 5,
+# `offered_qos_profiles` a YAML *string* (version >= 4; a YAML list, as version 9 writes it, is a "bad
+# conversion" there), no type_description_hash / ros_distro (versions 7, 8). Newer rosbag2 reads version 5.
+ROSBAG2_METADATA_VERSION = 5
+COMPRESSIONS = ("zstd", "lz4", "none")
+# QoS the recorder offers on replay, in Humble's encoding (integer policy enums, durations as sec/nsec;
+# 0/0 = unspecified): reliable, keep_last; latched topics transient_local so late subscribers get them.
+_RELIABLE, _KEEP_LAST, _TRANSIENT_LOCAL, _VOLATILE, _LIVELINESS_AUTO = 1, 1, 1, 2, 1
+LATCHED_TOPICS = ("/tf_static", "/clamp/task")
+
+
+def offered_qos_yaml(topic: str) -> str:
+    """The offered_qos_profiles string of one topic (a YAML list of one QoS, as rosbag2 Humble writes it)."""
+    zero = {"sec": 0, "nsec": 0}
+    qos = {
+        "history": _KEEP_LAST,
+        "depth": 1 if topic in LATCHED_TOPICS else 10,
+        "reliability": _RELIABLE,
+        "durability": _TRANSIENT_LOCAL if topic in LATCHED_TOPICS else _VOLATILE,
+        "deadline": zero,
+        "lifespan": zero,
+        "liveliness": _LIVELINESS_AUTO,
+        "liveliness_lease_duration": zero,
+        "avoid_ros_namespace_conventions": False,
+    }
+    return yaml.safe_dump([qos], sort_keys=False)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a directory's entries (new or renamed files) durable."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class EpisodeWriter:
     """Writes one episode bag; thread-safe; flushes at most every `flush_interval_s`.
 
-    Use as a context manager or call close(). `write_raw` takes CDR bytes (e.g.
-    rclpy.serialization.serialize_message); `write` takes rosbags-typestore message objects.
+    MCAP through the `mcap` reference writer with chunk compression (`compression`: zstd, lz4 or
+    none; lossless, so depth images come back bit-exact), and a rosbag2 metadata.yaml that ROS 2
+    Humble's `ros2 bag info/play` read. Use as a context manager or call close(). `write_raw` takes
+    CDR bytes (e.g. rclpy.serialization.serialize_message); `write` takes rosbags-typestore objects.
+    Write errors (disk full) propagate as OSError; `close_incomplete` then keeps what was flushed.
     """
 
     def __init__(
@@ -208,12 +252,16 @@ class EpisodeWriter:
         fsync: bool = True,
         msgdefs: dict[str, str] | None = None,
         min_free_bytes: int = 0,
+        compression: str = "zstd",
+        chunk_size: int = 4 * 1024 * 1024,
     ) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from mcap.writer import CompressionType, Writer
 
         self.bag_dir = Path(bag_dir)
         if self.bag_dir.exists():
             raise EpisodeBagError(f"{self.bag_dir} exists already; bags are never overwritten (pick a new name)")
+        if compression not in COMPRESSIONS:
+            raise EpisodeBagError(f"compression {compression!r} must be one of {COMPRESSIONS}")
         if min_free_bytes and disk_free_bytes(self.bag_dir.parent) < min_free_bytes:
             free = disk_free_bytes(self.bag_dir.parent) / 1e9
             raise EpisodeBagError(
@@ -232,49 +280,60 @@ class EpisodeWriter:
             self.typestore.register(extra)
         self.flush_interval_s = flush_interval_s
         self.fsync = fsync
+        self.compression = compression
         self._lock = threading.Lock()
-        self._connections: dict[str, Any] = {}
+        self._channels: dict[str, tuple[int, str]] = {}  # topic -> (channel id, msgtype)
+        self._schemas: dict[str, int] = {}
         self._counts: dict[str, int] = {}
         self._first_ns: dict[str, int] = {}
         self._last_ns: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self._closed = False
-        self._writer = Writer(self.bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        storage = self._writer.storage
-        if not (hasattr(storage, "close_chunk") and hasattr(storage, "bio") and hasattr(storage, "chunk")):
-            raise EpisodeBagError(
-                "this rosbags version's MCAP writer cannot be flushed mid-episode; install the pinned rosbags "
-                "(requirements/constraints.txt)"
-            )
+        self.bag_dir.mkdir(parents=True)
+        self.mcap_path = self.bag_dir / f"{self.bag_dir.name}.mcap"
+        self._file = open(self.mcap_path, "wb")
+        ctype = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
+        self._mcap = Writer(self._file, chunk_size=chunk_size, compression=ctype[compression])
+        self._mcap.start(profile="ros2", library="clamp_core.episode_bag")
         _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+        if self.fsync:
+            fsync_dir(self.bag_dir)
+            fsync_dir(self.bag_dir.parent)
 
     # -- writing
-    def _connection(self, topic: str, msgtype: str):
-        conn = self._connections.get(topic)
-        if conn is None:
-            msgtype = normalise_msgtype(msgtype)
+    def _channel(self, topic: str, msgtype: str) -> int:
+        entry = self._channels.get(topic)
+        msgtype = normalise_msgtype(msgtype)
+        if entry is None:
             if msgtype not in self.typestore.types:
                 raise EpisodeBagError(
                     f"type {msgtype} of {topic} is unknown to the typestore; pass its .msg text via "
                     "EpisodeWriter(..., msgdefs={type: text})"
                 )
-            conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
-            self._connections[topic] = conn
+            schema_id = self._schemas.get(msgtype)
+            if schema_id is None:
+                text, _ = self.typestore.generate_msgdef(msgtype, ros_version=2)
+                schema_id = self._mcap.register_schema(msgtype, "ros2msg", text.encode())
+                self._schemas[msgtype] = schema_id
+            cid = self._mcap.register_channel(
+                topic, "cdr", schema_id, {"offered_qos_profiles": offered_qos_yaml(topic)}
+            )
+            entry = self._channels[topic] = (cid, msgtype)
             self._counts[topic] = 0
-        elif normalise_msgtype(msgtype) != conn.msgtype:
-            raise EpisodeBagError(f"topic {topic} was written as {conn.msgtype}, now as {msgtype}; one type per topic")
-        return conn
+        elif msgtype != entry[1]:
+            raise EpisodeBagError(f"topic {topic} was written as {entry[1]}, now as {msgtype}; one type per topic")
+        return entry[0]
 
     def write_raw(self, topic: str, msgtype: str, stamp_ns: int, cdr: bytes | memoryview) -> None:
         """Write CDR-serialised bytes (what rclpy.serialization.serialize_message returns)."""
         with self._lock:
             if self._closed:
                 raise EpisodeBagError(f"{self.bag_dir} is closed; start a new EpisodeWriter")
-            conn = self._connection(topic, msgtype)
+            cid = self._channel(topic, msgtype)
             stamp_ns = int(stamp_ns)
-            self._writer.write(conn, stamp_ns, cdr)
-            self._counts[topic] += 1
+            n = self._counts[topic]
+            self._mcap.add_message(cid, log_time=stamp_ns, data=bytes(cdr), publish_time=stamp_ns, sequence=n)
+            self._counts[topic] = n + 1
             self._first_ns.setdefault(topic, stamp_ns)
             self._last_ns[topic] = stamp_ns
             if time.monotonic() - self._last_flush >= self.flush_interval_s:
@@ -297,12 +356,9 @@ class EpisodeWriter:
                 self._flush_locked()
 
     def _flush_locked(self) -> None:
-        storage = self._writer.storage
-        if storage.chunk.bio.tell():
-            storage.close_chunk()
-        storage.bio.flush()
+        self._mcap.flush()  # finishes the chunk (compressed) + its message indexes, flushes the stream
         if self.fsync:
-            os.fsync(storage.bio.fileno())
+            os.fsync(self._file.fileno())
         self._last_flush = time.monotonic()
 
     # -- bookkeeping
@@ -326,32 +382,124 @@ class EpisodeWriter:
             self.metadata = validate_metadata({**self.metadata, **fields})
             _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
 
+    def rosbag2_metadata(self) -> dict:
+        """metadata.yaml content (rosbag2 version ROSBAG2_METADATA_VERSION, see above)."""
+        start = min(self._first_ns.values()) if self._first_ns else 0
+        end = max(self._last_ns.values()) if self._last_ns else 0
+        total = sum(self._counts.values())
+        name = self.mcap_path.name
+        topics = [
+            {
+                "topic_metadata": {
+                    "name": topic,
+                    "type": msgtype,
+                    "serialization_format": "cdr",
+                    "offered_qos_profiles": offered_qos_yaml(topic),
+                },
+                "message_count": self._counts[topic],
+            }
+            for topic, (_, msgtype) in self._channels.items()
+        ]
+        return {
+            "rosbag2_bagfile_information": {
+                "version": ROSBAG2_METADATA_VERSION,
+                "storage_identifier": "mcap",
+                "duration": {"nanoseconds": end - start},
+                "starting_time": {"nanoseconds_since_epoch": start},
+                "message_count": total,
+                "topics_with_message_count": topics,
+                # rosbag2 file/message compression: none (MCAP compresses its chunks itself)
+                "compression_format": "",
+                "compression_mode": "",
+                "relative_file_paths": [name],
+                "files": [
+                    {
+                        "path": name,
+                        "starting_time": {"nanoseconds_since_epoch": start},
+                        "duration": {"nanoseconds": end - start},
+                        "message_count": total,
+                    }
+                ],
+                # not decoded by Humble (version 5); read by EpisodeReader.custom_data
+                "custom_data": {CUSTOM_DATA_KEY: yaml.safe_dump(self.metadata, sort_keys=False)},
+            }
+        }
+
+    def _final_metadata(self, fields: dict, status: str) -> dict:
+        rates = {
+            t: (n - 1) * 1e9 / (self._last_ns[t] - self._first_ns[t])
+            for t, n in self._counts.items()
+            if n > 1 and self._last_ns[t] > self._first_ns[t]
+        }
+        meta = {**self.metadata, **fields}
+        meta["rates"] = {**rates, **(fields.get("rates") or {})}
+        meta["message_counts"] = dict(self._counts)
+        meta["status"] = status
+        meta["ended_at"] = _utc_now()
+        if self._first_ns:
+            meta["duration_s"] = (max(self._last_ns.values()) - min(self._first_ns.values())) / 1e9
+        return validate_metadata(meta)
+
     def close(self, **fields: Any) -> dict:
-        """Finalise MCAP + metadata.yaml + episode.yaml; returns the final metadata."""
-        rates = self.measured_rates()
+        """Finalise MCAP + metadata.yaml + episode.yaml, fsync them and the directory; returns the metadata."""
         with self._lock:
             if self._closed:
                 return self.metadata
-            meta = {**self.metadata, **fields}
-            meta["rates"] = {**rates, **(fields.get("rates") or {})}
-            meta["message_counts"] = dict(self._counts)
-            meta["status"] = fields.get("status", "complete")
-            meta["ended_at"] = _utc_now()
-            if self._first_ns:
-                meta["duration_s"] = (max(self._last_ns.values()) - min(self._first_ns.values())) / 1e9
-            self.metadata = validate_metadata(meta)
-            self._writer.set_custom_data(CUSTOM_DATA_KEY, yaml.safe_dump(self.metadata, sort_keys=False))
-            self._writer.close()
+            self.metadata = self._final_metadata(fields, fields.get("status", "complete"))
+            self._mcap.finish()
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
             self._closed = True
+            _atomic_write_yaml(self.bag_dir / "metadata.yaml", self.rosbag2_metadata())
             _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+            if self.fsync:
+                fsync_dir(self.bag_dir)
+            return self.metadata
+
+    def close_incomplete(self, error: str, **fields: Any) -> dict:
+        """After a write error (disk full): stop writing, keep what was flushed, mark the episode incomplete.
+
+        The MCAP is finished if the disk still takes its summary, else left as a crash would leave it
+        (EpisodeReader reads it up to the last complete chunk). Never raises.
+        """
+        with self._lock:
+            if self._closed:
+                return self.metadata
+            self._closed = True
+            extras = {**self.metadata.get("extras", {}), **(fields.pop("extras", None) or {}), "error": error}
+            self.metadata = self._final_metadata({**fields, "extras": extras}, "incomplete")
+            finished = False
+            try:
+                self._mcap.finish()
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                finished = True
+            except (OSError, ValueError):
+                pass
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            try:
+                if finished:
+                    _atomic_write_yaml(self.bag_dir / "metadata.yaml", self.rosbag2_metadata())
+                _atomic_write_yaml(self.bag_dir / EPISODE_YAML, self.metadata)
+                fsync_dir(self.bag_dir)
+            except OSError:
+                pass  # episode.yaml still says "recording": readers treat it as a crashed episode
             return self.metadata
 
     def discard(self) -> None:
         """Abort and delete the bag directory."""
         with self._lock:
             if not self._closed:
-                self._writer.abort()
                 self._closed = True
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
         shutil.rmtree(self.bag_dir, ignore_errors=True)
 
     @property
