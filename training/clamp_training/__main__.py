@@ -16,6 +16,7 @@ COMMANDS = {
     "pretrain": ("clamp_training.pretrain", "CLAMP contrastive pretraining of the encoders"),
     "finetune": ("clamp_training.finetune", "fine-tune the policy with frozen CLAMP encoders"),
     "retrieval": ("clamp_training.retrieval", "retrieval accuracy of CLAMP embeddings on held-out data"),
+    "evaluate": ("clamp_training.commands.evaluate", "closed-loop episodes in clamp_sim, executed like the robot"),
     "experiment": ("clamp_training.experiment", "end-to-end experiment (sim data -> train -> evaluate)"),
     "bench": ("clamp_training.bench", "conversion / loader / training throughput, one JSON line"),
 }

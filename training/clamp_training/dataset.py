@@ -38,6 +38,9 @@ FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
 STATS_JSON = "stats.json"
 EPISODES_DIR = "episodes"
+# a joint that never moves in the demonstrations (the idle arm) would get std ~0: a 0.01 rad
+# deviation in closed loop would then be a huge input. 0.05 rad / 5% of the gripper range.
+STATE_STD_FLOOR = 0.05
 
 
 class DatasetError(RuntimeError):
@@ -99,7 +102,7 @@ def policy_stats(stats: dict) -> dict:
     """The subset `DiffusionPolicy.set_normalization` takes (std floored so nothing divides by ~0)."""
     return {
         "state_mean": stats["state_mean"],
-        "state_std": np.maximum(np.asarray(stats["state_std"]), 1e-3).tolist(),
+        "state_std": np.maximum(np.asarray(stats["state_std"]), STATE_STD_FLOOR).tolist(),
         "action_min": stats["action_min"],
         "action_max": stats["action_max"],
         "view_mean": stats["view_mean"],
@@ -117,6 +120,19 @@ class Episode:
     view_index: np.ndarray  # (N,) int32
     views: object | None  # zarr array (M, V, 4, S, S) or None
     attrs: dict
+    rgb: dict | None = None  # camera -> zarr array (M, h, w, 3) uint8, when stored
+
+
+def check_finite(name: str, kind: str, values: np.ndarray) -> None:
+    """Refuse NaN/inf in an episode's states or actions, naming the episode and the first bad step."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        step, dim = (int(v) for v in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"episode {name}: {kind} at step {step} (dimension {dim}) is {values[step, dim]}; "
+            f"{int(bad.any(axis=1).sum())} step(s) are not finite. Fix or drop this episode (re-record it, "
+            "or remove it from the dataset's episode list) before training"
+        )
 
 
 def load_episodes(roots: list[str | os.PathLike]) -> tuple[list[Episode], list[dict]]:
@@ -135,6 +151,7 @@ def load_episodes(roots: list[str | os.PathLike]) -> tuple[list[Episode], list[d
                 )
             g = open_episode(path)
             names = set(g.array_keys())
+            rgb = {c: g["rgb"][c] for c in g["rgb"].array_keys()} if "rgb" in set(g.group_keys()) else None
             episodes.append(
                 Episode(
                     name=ep["name"],
@@ -145,8 +162,11 @@ def load_episodes(roots: list[str | os.PathLike]) -> tuple[list[Episode], list[d
                     view_index=np.asarray(g["view_index"][:], dtype=np.int64),
                     views=g["views"] if "views" in names else None,
                     attrs=dict(g.attrs),
+                    rgb=rgb,
                 )
             )
+            check_finite(ep["name"], "state", episodes[-1].state)
+            check_finite(ep["name"], "action", episodes[-1].action)
     if not episodes:
         raise DatasetError(f"no episodes in {[str(r) for r in roots]}; convert some bags first")
     return episodes, docs
@@ -173,8 +193,24 @@ class ChunkDataset(torch.utils.data.Dataset):
         view_cache_size: int | None = None,
         cache_bytes: float = 4e9,
         progress: bool = True,
+        rgb_cameras: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.episodes, self.docs = load_episodes(roots)
+        self.rgb_cameras = list(rgb_cameras)
+        # colour frames are small (uint8 at the stored size): all in RAM, (M, C, 3, h, w) per episode
+        self._rgb: dict[int, torch.Tensor] = {}
+        for i, e in enumerate(self.episodes):
+            if not self.rgb_cameras:
+                break
+            missing = [c for c in self.rgb_cameras if not e.rgb or c not in e.rgb]
+            if missing:
+                raise DatasetError(
+                    f"episode {e.name} has no colour images of {missing} (stored: {sorted(e.rgb or [])}); "
+                    "re-convert with --rgb-scale > 0 or train without rgb.cameras"
+                )
+            self._rgb[i] = torch.from_numpy(
+                np.stack([np.asarray(e.rgb[c][:]) for c in self.rgb_cameras], 1).transpose(0, 1, 4, 2, 3).copy()
+            )
         self.chunk_length = chunk_length
         self.action_history = action_history
         self.use_views = use_views and all(e.views is not None for e in self.episodes)
@@ -225,6 +261,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         if self.action_history > 0:
             hist = np.maximum(np.arange(t - self.action_history, t), 0)
             item["action_history"] = torch.from_numpy(ep.action[hist])
+        if self.rgb_cameras:
+            item["rgb"] = self._rgb[e_idx][int(ep.view_index[t])]
         if self.use_views:
             f = int(ep.view_index[t])
             cached = self._cache.get(e_idx)

@@ -71,6 +71,7 @@ DEFAULT_CONFIG: dict = {
     "device": "auto",  # pretraining / fine-tuning device: auto = cuda when torch sees a GPU, else cpu
 }
 ARMS = ("clamp", "scratch")
+RGB_SCALE = 1.0  # colour images kept at the rendered camera size (part of the episode cache key)
 
 
 class ExperimentError(RuntimeError):
@@ -181,7 +182,8 @@ def _convert_one(args: tuple[str, str]) -> str:
     bag, out = args
     tmp = Path(out + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    convert([bag], tmp, ConvertOptions(rgb_scale=0.0), workers=1, progress=False)
+    # colour at the rendered size: the fine-tuned policy's RGB encoder reads cam_high + a wrist camera
+    convert([bag], tmp, ConvertOptions(rgb_scale=RGB_SCALE), workers=1, progress=False)
     os.replace(tmp, out)  # a dataset dir exists only when complete
     return out
 
@@ -202,7 +204,7 @@ def episode_datasets(
     from clamp_sim.demonstrations import generate
 
     image_size = tuple(int(v) for v in image_size)
-    key = digest("episodes", image_size, float(camera_hz), code_digest("data"))
+    key = digest("episodes", image_size, float(camera_hz), RGB_SCALE, code_digest("data"))
     root = Path(cache) / "episodes" / key
     bags, datasets = root / "bags", root / "datasets"
     bags.mkdir(parents=True, exist_ok=True)
@@ -350,7 +352,12 @@ class ViewsPolicy:
             v, _ = self.pipeline.process(frames, obs["gripper_poses"])
             views = self.pipeline.tile(v)
             self.perception_ms.append(1e3 * (time.perf_counter() - t0))
-        o = Observation(stamp=float(obs["time"]), state=obs["state"], views=views, task=obs["task"])
+        rgb = None
+        if self.runner.cfg.rgb.cameras:
+            if not obs["frames"]:
+                raise ExperimentError("the policy needs camera frames; run the episode with rendering")
+            rgb = {c: obs["frames"][c].rgb for c in self.runner.cfg.rgb.cameras}
+        o = Observation(stamp=float(obs["time"]), state=obs["state"], views=views, task=obs["task"], rgb=rgb)
         if self.runner.history_length:
             o.action_history = np.repeat(np.asarray(obs["state"])[None], self.runner.history_length, 0)
         return self.runner.infer(o).chunk

@@ -62,6 +62,8 @@ class TrainConfig:
     # episodes held out (the last N by name) for a validation loss of the EMA model at each checkpoint
     val_episodes: int = 0
     val_samples: int = 256
+    # > 0: steps = epochs * training samples / batch_size (overrides `steps`)
+    epochs: float = 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -190,6 +192,8 @@ def obs_from_batch(batch: dict, device) -> dict:
         obs["views"] = batch["views"].to(device, non_blocking=True)
     if "action_history" in batch:
         obs["action_history"] = batch["action_history"].to(device, non_blocking=True)
+    if "rgb" in batch:
+        obs["rgb"] = batch["rgb"].to(device, non_blocking=True)
     return obs
 
 
@@ -332,8 +336,11 @@ def _train(
         view_cache_size=view_size if cfg.cache_views else None,
         cache_bytes=cfg.cache_gb * 1e9,
         progress=progress and d.main,
+        rgb_cameras=pcfg.rgb.cameras,
     )
     train_ds, val_ds = split_episodes(ds, cfg.val_episodes, cfg.val_samples)
+    if cfg.epochs > 0:  # steps scaled with the dataset: the same number of passes whatever its size
+        cfg = dataclasses.replace(cfg, steps=max(1, int(round(cfg.epochs * len(train_ds) / cfg.batch_size))))
     tc = cfg.task_conditioning
     if tc == "auto":
         tc = "vocab" if len(ds.tasks) > 1 else pcfg.task_conditioning

@@ -54,6 +54,7 @@ class Observation:
     views: np.ndarray | None = None  # (S, V*S, 4) tiled as on /clamp/views, float32
     task: str = ""
     action_history: np.ndarray | None = None  # (H, 14), oldest first
+    rgb: dict | None = None  # camera name -> (h, w, 3) uint8 colour image, for policies with rgb.cameras
 
 
 @dataclass
@@ -165,6 +166,15 @@ class PolicyRunner:
             if not obs.task:
                 raise ValueError("this policy is conditioned on a task embedding; no /clamp/task yet")
             out["task_embedding"] = torch.from_numpy(self.task_embedding(obs.task))[None]
+        if "rgb" in self.required:
+            cams = list(self.cfg.rgb.cameras)
+            missing = [c for c in cams if not obs.rgb or c not in obs.rgb]
+            if missing:
+                raise ValueError(f"this policy needs colour images of {cams}; missing {missing}")
+            imgs = [np.asarray(obs.rgb[c])[..., :3] for c in cams]
+            if len({i.shape for i in imgs}) != 1 or imgs[0].ndim != 3:
+                raise ValueError(f"colour images must be (h, w, 3) of one size; got {[i.shape for i in imgs]}")
+            out["rgb"] = torch.from_numpy(np.stack(imgs).transpose(0, 3, 1, 2).copy())[None]
         if "action_history" in self.required:
             h = np.asarray(obs.action_history, dtype=np.float32)
             if h.shape != (self.history_length, rig.ACTION_DIM):
@@ -198,6 +208,7 @@ class PolicyRunner:
             views=np.zeros((s, n * s, len(rig.VIEW_CHANNELS)), np.float32) if self.needs_views else None,
             task=task or "warm up",
             action_history=np.zeros((self.history_length, rig.ACTION_DIM)),
+            rgb={c: np.zeros((*self.cfg.rgb.size, 3), np.uint8) for c in self.cfg.rgb.cameras} or None,
         )
 
     def warmup(self, runs: int = 2, task: str = "") -> list[float]:

@@ -37,6 +37,26 @@ class ImageEncoderConfig:
 
 
 @dataclass
+class RgbConfig:
+    """Colour cameras seen by the policy through a small conv encoder with a spatial-softmax readout
+    (Levine et al. 2016; the keypoints say *where* things are, which depth views of a 4 cm cube at
+    CPU resolution cannot). Off when `cameras` is empty.
+
+    cameras: rig camera names (rig.CAMERAS) in the order of obs["rgb"] (B, len(cameras), 3, H, W),
+      uint8 or float 0..255; other sizes are resized (area) to `size` inside the model.
+    size: [H, W] the encoder works at.
+    channels: conv widths; keypoints: spatial-softmax keypoints per camera (2 coordinates each).
+    shift: random-shift augmentation in pixels during training (padding + random crop).
+    """
+
+    cameras: list = field(default_factory=list)
+    size: list = field(default_factory=lambda: [96, 128])
+    channels: int = 32
+    keypoints: int = 32
+    shift: int = 4
+
+
+@dataclass
 class PolicyConfig:
     """ALOHA-Unleashed-style diffusion policy (transformer encoder-decoder over a 50 x 14 chunk).
 
@@ -62,6 +82,11 @@ class PolicyConfig:
     task_vocab: list = field(default_factory=list)
     text_dim: int = 384  # all-MiniLM-L6-v2
     action_history: int = 0
+    rgb: RgbConfig = field(default_factory=RgbConfig)
+    # against copying the demonstrations' timetable from the arm state: training adds Gaussian noise
+    # (in units of the normalised state) and, with probability state_dropout, hides the state token
+    state_noise: float = 0.0
+    state_dropout: float = 0.0
     # diffusion
     train_timesteps: int = 100
     inference_steps: int = 10
@@ -78,6 +103,11 @@ class PolicyConfig:
         enc = self.image_encoder
         if enc.type == "patch" and enc.view_size % enc.patch_size:
             raise ValueError(f"view_size={enc.view_size} is not a multiple of patch_size={enc.patch_size}")
+        unknown = sorted(set(self.rgb.cameras) - set(rig.CAMERAS))
+        if unknown:
+            raise ValueError(f"rgb.cameras {unknown} are not rig cameras {list(rig.CAMERAS)}")
+        if not 0.0 <= self.state_dropout < 1.0:
+            raise ValueError(f"state_dropout={self.state_dropout} must be in [0, 1)")
         if not 1 <= self.inference_steps <= self.train_timesteps:
             raise ValueError(f"inference_steps={self.inference_steps} must be in [1, train_timesteps]")
         return self
@@ -89,7 +119,8 @@ class PolicyConfig:
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
         data = dict(data)
         enc = _strict(ImageEncoderConfig, data.pop("image_encoder", {}), "image_encoder")
-        cfg = _strict(cls, {**data, "image_encoder": enc}, "policy")
+        rgb = _strict(RgbConfig, data.pop("rgb", {}), "rgb")
+        cfg = _strict(cls, {**data, "image_encoder": enc, "rgb": rgb}, "policy")
         return cfg.validate()
 
 

@@ -13,6 +13,8 @@ numpy arrays, batch first:
 - "task": list of B strings, when `cfg.task_conditioning == "vocab"` (unknown strings are refused).
 - "task_embedding": float (B, cfg.text_dim), when `cfg.task_conditioning == "embedding"`.
 - "action_history": float (B, H, 14), oldest first, when `cfg.action_history = H > 0`.
+- "rgb": uint8 or float 0..255 (B, C, 3, H, W), the colour images of `cfg.rgb.cameras` in that order,
+  when that list is not empty (any size; resized to `cfg.rgb.size` inside the model).
 
 `sample` returns float32 (B, cfg.chunk_length, 14) in rig units (rad, gripper 0 closed..1 open):
 the joint targets for the observation time and the following steps, 1 / rig.CONTROL_HZ apart.
@@ -73,6 +75,13 @@ class DiffusionPolicy(nn.Module):
         if cfg.action_history > 0:
             self.history_proj = nn.Linear(cfg.action_dim, d)
             self.history_pos = nn.Parameter(torch.zeros(1, cfg.action_history, d))
+        if cfg.rgb.cameras:
+            from .rgb_encoder import RgbEncoder
+
+            self.rgb_encoder = RgbEncoder(cfg.rgb, d)
+            self.rgb_embed = nn.Parameter(torch.zeros(1, len(cfg.rgb.cameras), d))
+        if cfg.state_dropout > 0:  # a learned stand-in for the state token when training drops it
+            self.state_mask = nn.Parameter(torch.zeros(d))
         # token types: 0 image, 1 state, 2 task, 3 history
         self.type_embed = nn.Parameter(torch.zeros(4, d))
         self.encoder = nn.TransformerEncoder(
@@ -171,7 +180,20 @@ class DiffusionPolicy(nn.Module):
         cfg = self.cfg
         state = self._tensor(obs, "state", 2)
         state = (state - self.state_mean) / self.state_std.clamp_min(1e-6)
-        tokens = [self.state_proj(state)[:, None] + self.type_embed[1]]
+        if self.training and cfg.state_noise > 0:
+            state = state + cfg.state_noise * torch.randn_like(state)
+        state_tok = self.state_proj(state)
+        if self.training and cfg.state_dropout > 0:
+            drop = torch.rand(state.shape[0], 1, device=state.device) < cfg.state_dropout
+            state_tok = torch.where(drop, self.state_mask.expand_as(state_tok), state_tok)
+        tokens = [state_tok[:, None] + self.type_embed[1]]
+        if cfg.rgb.cameras:
+            rgb = torch.as_tensor(obs["rgb"], device=self._device()) if "rgb" in obs else None
+            if rgb is None or rgb.ndim != 5:
+                raise KeyError(
+                    f"observation lacks 'rgb' (B, {len(cfg.rgb.cameras)}, 3, H, W) for cameras {cfg.rgb.cameras}"
+                )
+            tokens.append(self.rgb_encoder(rgb, augment=self.training) + self.rgb_embed + self.type_embed[0])
         if cfg.image_encoder.type != "none":
             views = self.prepare_views(self._tensor(obs, "views", 5))
             img = self.image_proj(self.image_encoder(views))
@@ -212,7 +234,10 @@ class DiffusionPolicy(nn.Module):
                 clip_sample=True,
                 prediction_type=self.cfg.prediction_type,
             )
-            self._schedulers = (DDPMScheduler(**kw), DDIMScheduler(**kw))
+            # "trailing": the first DDIM step starts at t = T-1 (pure noise); the default "leading"
+            # spacing starts 5 steps of 50 at t = 40, where the sample still holds ~28% signal
+            ddim = DDIMScheduler(**kw, timestep_spacing="trailing")
+            self._schedulers = (DDPMScheduler(**kw), ddim)
         return self._schedulers
 
     def forward(self, obs: dict, actions: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""`python -m clamp_training evaluate --policy DIR --task TASK --episodes N --seed S [--out DIR]`
+
+Closed-loop episodes in clamp_sim executed like the robot (ChunkExecutor + the profile's limits,
+chunks stamped with the observation time and delivered after the inference latency), with the
+grounding diagnostics of clamp_training.evaluation. The last output line is one JSON object with
+at least {"task", "episodes", "successes"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from clamp_training.evaluation import EvalOptions, evaluate
+
+    d = EvalOptions()
+    ap = argparse.ArgumentParser(prog="python -m clamp_training evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", required=True, help="exported policy dir (model.safetensors + config.json)")
+    ap.add_argument("--task", required=True, help="clamp_sim task (place_cube, transfer_cube, insertion)")
+    ap.add_argument("--episodes", type=int, default=d.episodes)
+    ap.add_argument("--seed", type=int, default=d.seed, help="first episode seed (unseen by training: >= 5000)")
+    ap.add_argument("--execute-steps", type=int, default=d.execute_steps, help="ticks between inferences")
+    ap.add_argument("--inference-steps", type=int, default=d.inference_steps, help="DDIM steps")
+    ap.add_argument("--image-size", type=int, nargs=2, default=list(d.image_size), metavar=("H", "W"))
+    ap.add_argument("--profile", default=d.profile, help="robot profile for executor settings and limits")
+    ap.add_argument("--latency", choices=("measured", "zero"), default=d.latency)
+    ap.add_argument("--out", default=None, help="report dir: report.md, strips, joint plots, summary.json")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # fastest for one small model on a shared CPU
+    opts = EvalOptions(
+        episodes=a.episodes,
+        seed=a.seed,
+        execute_steps=a.execute_steps,
+        inference_steps=a.inference_steps,
+        image_size=tuple(a.image_size),
+        profile=a.profile,
+        latency=a.latency,
+    )
+    from clamp_policy.models.checkpoint import CheckpointError
+
+    try:
+        summary = evaluate(a.policy, a.task, opts, a.out, progress=not a.no_progress)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    per = summary.pop("per_episode")
+    for e in per:
+        print(json.dumps(e))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
