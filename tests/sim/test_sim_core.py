@@ -1,16 +1,18 @@
-"""clamp_sim core: scripted demonstrators succeed, do-nothing fails, rendering matches geometry."""
+"""clamp_sim core: scripted demonstrators succeed, do-nothing fails, success is a settled end state,
+demonstrations vary in time and start pose within the velocity limits, rendering matches geometry."""
 
 from __future__ import annotations
 
 import warnings
 
+import mujoco
 import numpy as np
 import pytest
 from clamp_core import rig
 from clamp_sim.aloha_sim import AlohaSim
 from clamp_sim.evaluation import run_episode
 from clamp_sim.scripted import make_scripted_policy
-from clamp_sim.tasks import TASKS
+from clamp_sim.tasks import GOAL, SETTLE_S, TASKS, TRANSIENT, PlaceCube
 
 
 class HoldStill:
@@ -22,16 +24,106 @@ class HoldStill:
         return np.tile(obs["state"], (rig.CHUNK_LENGTH, 1))
 
 
+def _disturb(sim: AlohaSim) -> None:
+    """Break the goal configuration: the task's first object jumps 0.3 m up (free) or slides back to 0."""
+    m, d = sim.model, sim.data
+    for body in list(sim.task.objects.values())[:1]:
+        b = m.body(body).id
+        for j in range(m.body_jntadr[b], m.body_jntadr[b] + m.body_jntnum[b]):
+            adr = m.jnt_qposadr[j]
+            if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
+                d.qpos[adr + 2] += 0.3
+            else:
+                d.qpos[adr] = 0.0
+    mujoco.mj_forward(m, d)
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_scripted_policy_succeeds_and_do_nothing_fails(task):
+def test_scripted_policy_succeeds_settled_and_do_nothing_fails(task):
+    """The demonstrator succeeds; success comes only after the goal configuration has held at rest
+    for SETTLE_S, and is gone as soon as the configuration breaks (no latch), for every task."""
     sim = AlohaSim(task, image_size=(48, 64))
     policy = make_scripted_policy(task)
+    settle_steps = round(SETTLE_S * rig.CONTROL_HZ)
     for seed in (3, 11):
-        r = run_episode(sim, policy, seed, policy.horizon, render_every=None)
+        goal_steps = []
+        r = run_episode(
+            sim,
+            policy,
+            seed,
+            policy.horizon,
+            render_every=None,
+            on_step=lambda s, t, a, f, g=goal_steps: g.append(t) if s.task.current_progress >= GOAL else None,
+            stop_on_success=True,
+        )
         assert r.success, f"{task} seed {seed}: scripted demo failed (progress {r.progress})"
-        assert r.success_step is not None and r.success_step < policy.horizon
+        assert r.success_step is not None and r.success_step < policy.horizon and r.progress == 1.0
+        # on_step sees the state before step t; success at r.success_step needs settle_steps of goal
+        assert r.success_step - goal_steps[0] >= settle_steps, (goal_steps[0], r.success_step)
+    _disturb(sim)
+    sim.step()
+    assert not sim.success() and sim.task.current_progress < GOAL
     idle = run_episode(sim, HoldStill(), 3, policy.horizon, render_every=None)
     assert not idle.success and idle.progress == 0.0
+    sim.close()
+
+
+def _slide_across_plate(speed: float, steps: int = 100) -> tuple[AlohaSim, list[float], list[bool]]:
+    """Launch the cube across the plate from its -x side; returns the per-step progress and verdicts."""
+    sim = AlohaSim("place_cube", image_size=(48, 64))
+    sim.reset(0)
+    m, d, task = sim.model, sim.data, sim.task
+    plate = np.array([-0.05, 0.5, 0.005])
+    task.place(m, d, "green_plate", plate)
+    task.place(m, d, "red_cube", plate + [-0.045, 0.0, 0.0255])  # resting on the plate near its edge
+    d.qvel[m.jnt_dofadr[m.joint("red_cube_joint").id]] = speed  # pushed along +x
+    mujoco.mj_forward(m, d)
+    progress, success = [], []
+    for _ in range(steps):
+        sim.step()
+        progress.append(task.current_progress)
+        success.append(sim.success())
+    return sim, progress, success
+
+
+def test_cube_sliding_across_the_plate_is_not_a_success():
+    """The slide-across false positive of the old latched detector: the cube passes through 'on
+    the plate, released' but ends on the table beyond it. That is a failure."""
+    sim, progress, success = _slide_across_plate(1.8)
+    cube, plate = (np.array(sim.object_positions()[k]) for k in ("red cube", "green plate"))
+    assert np.linalg.norm(cube[:2] - plate[:2]) > PlaceCube.PLATE_RADIUS + 0.02, "the cube must end off the plate"
+    assert GOAL in progress, "the cube must pass through the goal configuration (else the test shows nothing)"
+    assert not any(success)  # `succeeded = succeeded or p >= 1` said True here
+    assert sim.task.progress == TRANSIENT
+    # the same push, slower: the cube stops on the plate (rocking a while) and is a success at the
+    # end; every step judged a success had the goal configuration for the SETTLE_S before it
+    sim, progress, success = _slide_across_plate(1.2, steps=200)
+    n = round(SETTLE_S * rig.CONTROL_HZ)
+    assert all(success[-50:])
+    assert all(all(p == GOAL for p in progress[k - n + 1 : k + 1]) for k, ok in enumerate(success) if ok)
+
+
+def test_demonstrations_vary_in_time_and_start_within_velocity_limits():
+    """Seeded: the same seed replays exactly; different seeds start elsewhere and close the gripper
+    at different times (the state does not tell the time); commands respect the velocity limits."""
+    sim = AlohaSim("place_cube", image_size=(48, 64))
+    policy = make_scripted_policy("place_cube")
+    limit = rig.VX300S_LIMITS.velocity[:6] / rig.CONTROL_HZ
+    starts, closes = [], []
+    for seed in (0, 1, 2, 3, 0):
+        actions = []
+        record = lambda s, t, a, f, out=actions: out.append(a)  # noqa: E731
+        run_episode(sim, policy, seed, policy.horizon, render_every=None, on_step=record)
+        a = np.array(actions)
+        starts.append(a[0, 7:13])
+        closes.append(int(np.argmax(a[:, 13] < 0.5)))  # right gripper commanded closed
+        steps = np.abs(np.diff(a[:, [*range(6), *range(7, 13)]], axis=0))
+        worst = np.max(steps / np.tile(limit, 2))
+        assert worst <= 1.0 + 1e-9, f"seed {seed}: a command step of {worst:.2f} x the velocity limit"
+    np.testing.assert_array_equal(starts[0], starts[4])
+    assert closes[0] == closes[4]
+    assert len(set(closes[:4])) == 4 and max(closes) - min(closes) >= 15, closes
+    assert min(np.abs(starts[i] - starts[0]).max() for i in (1, 2, 3)) > 0.01
     sim.close()
 
 

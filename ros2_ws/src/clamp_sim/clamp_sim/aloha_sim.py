@@ -253,6 +253,9 @@ class AlohaSim:
         self.torque_enabled = {arm: True for arm in rig.FOLLOWERS}
         self.seed: int | None = None
         self.diverged = False
+        # std (rad) of a seeded offset of each arm joint from the home pose at reset: where a
+        # teleoperator's episode starts varies (scripted demonstrations set it; 0 = exact home)
+        self.start_jitter = 0.0
         self.reset(0)
 
     # ------------------------------------------------------------------------------------ state
@@ -265,8 +268,12 @@ class AlohaSim:
         self.seed = seed
         self.diverged = False
         mujoco.mj_resetData(self.model, self.data)
+        # its own stream, so object poses of a seed do not depend on start_jitter
+        arm_rng = np.random.default_rng(None if seed is None else [int(seed), 1])
         for arm in rig.FOLLOWERS:
-            q = np.concatenate([START_ARM_POSE, [FINGER_OPEN, -FINGER_OPEN]])
+            home = START_ARM_POSE + (arm_rng.normal(0.0, self.start_jitter, 6) if self.start_jitter > 0 else 0.0)
+            home = np.clip(home, rig.VX300S_LIMITS.lower[:6], rig.VX300S_LIMITS.upper[:6])
+            q = np.concatenate([home, [FINGER_OPEN, -FINGER_OPEN]])
             self.data.qpos[self._qadr[arm]] = q
             self.data.ctrl[self._act[arm]] = q
         self.task.reset(self.model, self.data, np.random.default_rng(seed))

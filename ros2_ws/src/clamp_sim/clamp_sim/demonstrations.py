@@ -201,8 +201,16 @@ def generate(
 
             t0 = time.perf_counter()
             try:
+                # ends once the demonstrator is done and the task has settled (episodes vary in length)
                 r = run_episode(
-                    sim, policy, ep_seed, policy.horizon, execute_steps=10, render_every=every, on_step=on_step
+                    sim,
+                    policy,
+                    ep_seed,
+                    policy.horizon,
+                    execute_steps=10,
+                    render_every=every,
+                    on_step=on_step,
+                    stop_on_success=True,
                 )
             except BaseException:
                 writer.discard()
@@ -228,6 +236,6 @@ def generate(
                     "wall_s": round(time.perf_counter() - t0, 2),
                 },
             )
-            results.append({"bag": str(bag), "success": meta["success"], "seed": ep_seed})
+            results.append({"bag": str(bag), "success": meta["success"], "seed": ep_seed, "steps": r.steps})
             bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
     return results

@@ -34,6 +34,7 @@ def observation(sim: AlohaSim, step: int, frames: dict[str, CameraFrame] | None)
         "gripper_poses": {arm: sim.gripper_pose(arm) for arm in rig.FOLLOWERS},
         "step": step,
         "time": sim.time,
+        "seed": sim.seed,  # scripted demonstrators seed their variation with it; learned policies ignore it
     }
 
 
@@ -42,8 +43,8 @@ class EpisodeResult:
     task: str
     seed: int
     success: bool
-    steps: int  # control steps run (until success + settle, or the horizon)
-    success_step: int | None
+    steps: int  # control steps run (the horizon, or until a finished scripted policy's success)
+    success_step: int | None  # first step at which the goal state had settled
     policy_ms: float  # mean policy time per call
     step_ms: float  # mean sim time per control step (physics + rendering)
     progress: float
@@ -63,9 +64,12 @@ def run_episode(
 ) -> EpisodeResult:
     """One episode. Frames are rendered every `render_every` control steps (None: never; the
     policy then sees no frames). `on_step(sim, step, action, frames)` is called before each step
-    (for recording); `strip_every` > 0 keeps a cam_high thumbnail that often."""
+    (for recording); `strip_every` > 0 keeps a cam_high thumbnail that often. `stop_on_success`
+    ends the episode once the task has succeeded and the policy, if it has `finished(step)`, says
+    it is done. The simulator's start pose jitter is the policy's `start_jitter` (default 0)."""
     if not 1 <= execute_steps <= rig.CHUNK_LENGTH:
         raise ValueError(f"execute_steps must be in 1..{rig.CHUNK_LENGTH}, got {execute_steps}")
+    sim.start_jitter = float(getattr(policy, "start_jitter", 0.0))
     sim.reset(seed)
     if hasattr(policy, "reset"):
         policy.reset()
@@ -94,10 +98,13 @@ def run_episode(
         sim.apply_action(action)
         sim.step()
         sim_s += time.perf_counter() - t0
-        if sim.success() and success_step is None:
-            success_step = t + 1
-            if stop_on_success:
+        if sim.success():
+            if success_step is None:
+                success_step = t + 1
+            if stop_on_success and (not hasattr(policy, "finished") or policy.finished(t + 1)):
                 break
+        else:
+            success_step = None  # the goal state broke again: only the final settled state counts
     steps = t + 1
     return EpisodeResult(
         sim.task.name,
@@ -210,6 +217,7 @@ def evaluate(
                     execute_steps,
                     render_every=1 if use_images else None,
                     strip_every=max(n // 8, 1) if out else 0,
+                    stop_on_success=hasattr(policy, "finished"),  # scripted: done once settled
                 )
                 results.append(r)
                 if out:

@@ -4,12 +4,19 @@ Each policy is an ordinary observation -> (rig.CHUNK_LENGTH, 14) action-chunk ca
 evaluation harness runs it like a learned policy. It plans from the observation's object poses
 (privileged, as scripted demonstrators are) when an episode starts, and corrects the final
 approach of fine steps (handover, insertion) from the object poses observed at each call.
+
+Like a teleoperator, a demonstrator does not follow one timetable: seeded by the episode, it waits
+a moment before it starts, then runs its plan through a random monotone time warp (overall speed
+and per-segment speed vary), from wherever the arms start (`start_jitter`, applied by the harness
+to the simulator's reset). So the arm state alone does not tell a policy *when* in the task it
+is. Every commanded step stays within the follower's velocity limits.
 Orientations: the grasp frame is the gripper_link frame (x along the fingers, y the closing
 direction), expressed in world axes.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import mujoco
@@ -132,29 +139,105 @@ class Waypoint:
     gripper: float  # normalised 0 closed .. 1 open
 
 
+class TimeWarp:
+    """Monotone nominal -> actual control-step map: a start delay, then piecewise-linear with a
+    random overall pace and a random pace per KNOT-step segment (a teleoperator's rhythm)."""
+
+    KNOT = 40
+
+    def __init__(self, rng: np.random.Generator | None, delay=(0, 15), pace=(0.85, 1.2), wobble=0.1) -> None:
+        n = 40  # segments: covers 1600 nominal steps
+        if rng is None:  # the nominal timetable
+            d, k = 0.0, np.ones(n)
+        else:
+            d = float(rng.uniform(*delay))
+            k = rng.uniform(*pace) * rng.uniform(1 - wobble, 1 + wobble, n)
+        self.nominal = np.arange(n + 1) * float(self.KNOT)
+        self.actual = d + np.concatenate([[0.0], np.cumsum(k * self.KNOT)])
+
+    def __call__(self, t_nominal: float) -> int:
+        return int(round(np.interp(t_nominal, self.nominal, self.actual)))
+
+    def inverse(self, t_actual: float) -> float:
+        return float(np.interp(t_actual, self.actual, self.nominal))
+
+    @staticmethod
+    def bound(t_nominal: float, delay=(0, 15), pace=(0.85, 1.2), wobble=0.1) -> int:
+        """Latest actual step a nominal step can map to."""
+        return int(np.ceil(delay[1] + t_nominal * pace[1] * (1 + wobble)))
+
+
+SETTLE_STEPS = 30  # after the last waypoint: the task's settle time (0.5 s) and a margin
+
+
 class ScriptedPolicy:
-    """Base class: per-arm waypoint lists -> joint trajectory via IK; chunks of rig.CHUNK_LENGTH."""
+    """Base class: per-arm waypoint lists -> joint trajectory via IK; chunks of rig.CHUNK_LENGTH.
 
-    horizon = 400  # control steps per episode (8 s at 50 Hz)
+    `plan` writes waypoints on the nominal timetable (steps at 50 Hz); they are retimed by the
+    episode's TimeWarp before execution. `correct` sees actual steps (use `self.warp.inverse`)."""
+
+    nominal_end = 380  # last nominal waypoint step (subclasses)
     needs_images = False  # plans from object poses (privileged state)
+    start_jitter = 0.04  # rad std per joint of the start pose (AlohaSim.start_jitter)
+    vary = True  # False: the nominal timetable (no delay / time warp) and no pose jitter
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, vary: bool | None = None) -> None:
         from clamp_sim.tasks import make_task
 
         self.task = task
+        if vary is not None:
+            self.vary = vary
+        if not self.vary:
+            self.start_jitter = 0.0
         self.model = build_spec(make_task(task)).compile()
         self.ik = {arm: ArmIK(self.model, arm, f"{arm}/grasp") for arm in rig.FOLLOWERS}
         self.reset()
+
+    @property
+    def horizon(self) -> int:
+        """Control steps per episode: the slowest time warp of the plan, then time to settle."""
+        return TimeWarp.bound(self.nominal_end) + SETTLE_STEPS
+
+    def finished(self, step: int) -> bool:
+        """The plan is done and the scene has had time to settle (the harness may stop early)."""
+        if self.waypoints is None:
+            return False
+        last = max(wps[-1].t for wps in self.waypoints.values())
+        return step >= last + SETTLE_STEPS
 
     def reset(self) -> None:
         self.step_count = 0
         self.waypoints: dict[str, list[Waypoint]] | None = None
         self.q = {arm: START_ARM_POSE.copy() for arm in rig.FOLLOWERS}
+        self.q0 = {arm: START_ARM_POSE.copy() for arm in rig.FOLLOWERS}
+        self.warp = TimeWarp(None)
+        self.rng = np.random.default_rng(0)
         self._cache: dict[int, np.ndarray] = {}
         self._cache_q: dict[int, dict[str, np.ndarray]] = {}
 
     def home(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.ik[arm].forward(START_ARM_POSE)
+        """Grasp-site pose where the arm started this episode."""
+        return self.ik[arm].forward(self.q0[arm])
+
+    def jitter(self, *scale: float) -> np.ndarray:
+        """A seeded uniform offset in [-scale, scale] per axis (0 when not varying)."""
+        s = np.asarray(scale, float)
+        return self.rng.uniform(-s, s) if self.vary else np.zeros_like(s)
+
+    def _start(self, obs: dict) -> None:
+        seed = obs.get("seed")
+        if seed is None:  # reproducible per episode anyway: the initial object poses derive from its seed
+            seed = zlib.crc32(repr(sorted(obs.get("objects", {}).items())).encode())
+        self.rng = np.random.default_rng([int(seed), 2])
+        state = np.asarray(obs["state"], float)
+        for i, arm in enumerate(rig.FOLLOWERS):
+            self.q0[arm] = state[7 * i : 7 * i + 6].copy()
+            self.q[arm] = self.q0[arm].copy()
+        self.warp = TimeWarp(self.rng if self.vary else None)
+        self.waypoints = self.plan(obs)
+        for wps in self.waypoints.values():
+            for wp in wps:
+                wp.t = self.warp(wp.t)
 
     def plan(self, obs: dict) -> dict[str, list[Waypoint]]:
         raise NotImplementedError
@@ -198,7 +281,7 @@ class ScriptedPolicy:
 
     def __call__(self, obs: dict) -> np.ndarray:
         if self.waypoints is None:
-            self.waypoints = self.plan(obs)
+            self._start(obs)
         t0 = int(obs.get("step", self.step_count))
         if self.correct(obs):  # waypoints moved: plans from t0 on are stale
             self._cache = {t: a for t, a in self._cache.items() if t < t0}
@@ -257,7 +340,7 @@ class TransferCubePolicy(ScriptedPolicy):
 
     def correct(self, obs):
         # The left arm goes to where the cube actually is once the right arm holds it at the meet point.
-        t = int(obs.get("step", self.step_count))
+        t = self.warp.inverse(int(obs.get("step", self.step_count)))
         if 200 <= t < 285:
             cube = _obj(obs, "red cube")
             for wp in self.waypoints["follower_left"][2:5]:
@@ -271,6 +354,7 @@ class InsertionPolicy(ScriptedPolicy):
     until it touches the pin (final approach corrected from the observed peg/socket poses)."""
 
     meet = np.array([0.0, 0.5, 0.15])
+    nominal_end = 360
 
     def plan(self, obs):
         peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
@@ -308,14 +392,19 @@ class InsertionPolicy(ScriptedPolicy):
     def correct(self, obs):
         # Servo the peg onto the socket's axis: shift the right arm's remaining waypoints by the
         # observed offset between where the peg is and where it should be relative to the socket.
-        t = int(obs.get("step", self.step_count))
+        t = self.warp.inverse(int(obs.get("step", self.step_count)))
         if t < 240:
             return False
         peg, socket = _obj(obs, "red peg"), _obj(obs, "blue socket")
-        if self.offset is None:  # how the peg sits in the hand (incl. tracking error), once lifted
-            grasp, _ = self.ik["follower_right"].forward(self.q["follower_right"])
-            self.offset = grasp - peg
-        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.093), strict=False):
+        if t < 330 or self.offset is None:
+            # how the peg sits in the hand, from the measured arm pose (not the command, which
+            # leads it): it slips a little while the arm moves, so keep tracking until the approach
+            q = np.asarray(obs["state"], float)[7:13]
+            grasp, _ = self.ik["follower_right"].forward(q)
+            off = grasp - peg
+            self.offset = off if self.offset is None else 0.7 * self.offset + 0.3 * off
+        # end 2 mm short of the pin: pressing on it makes the peg slip in the grasp
+        for wp, dx in zip(self.waypoints["follower_right"][6:], (0.14, 0.098), strict=False):
             wp.pos = socket + [dx, 0.0, 0.0] + self.offset
         return True
 
@@ -323,7 +412,7 @@ class InsertionPolicy(ScriptedPolicy):
 class PlaceCubePolicy(ScriptedPolicy):
     """Right arm picks the cube, carries it above the plate, lowers it and lets go."""
 
-    horizon = 350
+    nominal_end = 340
 
     def plan(self, obs):
         cube, plate = _obj(obs, "red cube"), _obj(obs, "green plate")

@@ -1,8 +1,12 @@
 """Simulated tasks: objects built from primitives, seeded initial poses, instructions, success detectors.
 
-Success is detected from contacts and poses every control step and latched for the episode (like
-gym-aloha's max reward), together with a coarse progress value in [0, 1] that the CLAMP text
-encoder can use. Object names are the words the instruction uses ("red cube", "green plate").
+Success judges a settled end state, never a moment passed through: a task's goal configuration
+(e.g. the cube on the plate, released) must hold with every task object at rest for SETTLE_S of
+sim time, and it stops counting the moment the configuration breaks (a cube that slides across the
+plate and off it, or is knocked off after being placed, is a failure). Each step also yields a
+progress value in [0, 1] for the CLAMP text prompts (`current_progress` for this state,
+`progress` the best reached in the episode). Object names are the words the instruction uses
+("red cube", "green plate"); `object_positions` gives their world positions.
 """
 
 from __future__ import annotations
@@ -53,13 +57,22 @@ def _touch(pairs, geoms_a, geoms_b) -> bool:
     return any((a, b) in pairs for a in geoms_a for b in geoms_b)
 
 
+SETTLE_S = 0.5  # the goal configuration must hold this long (sim time), objects at rest
+REST_LINEAR = 0.02  # m/s: an object slower than this is at rest
+REST_ANGULAR = 0.5  # rad/s
+GOAL = 1.0  # stage() value of the goal configuration
+TRANSIENT = 0.9  # progress credited to a goal configuration that has not (yet) settled
+
+
 @dataclass
 class Task:
     name: str = ""
     description: str = ""
     objects: dict[str, str] = field(default_factory=dict)  # object name -> body name
-    succeeded: bool = False
-    progress: float = 0.0
+    succeeded: bool = False  # the goal configuration has held, at rest, for SETTLE_S up to now
+    progress: float = 0.0  # best progress reached this episode (1.0 only once settled)
+    current_progress: float = 0.0  # progress of the current state (goal configuration: 1.0)
+    goal_since: float | None = None  # sim time since which the goal has held at rest
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         raise NotImplementedError
@@ -69,19 +82,49 @@ class Task:
         raise NotImplementedError
 
     def stage(self, pairs, model, data) -> float:
-        """Progress in [0, 1] of the current state; 1 means success."""
+        """Progress in [0, 1] of the current state; GOAL (1.0): the goal configuration holds (a success
+        once it has held with the objects at rest for SETTLE_S)."""
         raise NotImplementedError
 
     def reset(self, model, data, rng: np.random.Generator) -> None:
-        self.succeeded, self.progress = False, 0.0
+        self.succeeded, self.progress, self.current_progress, self.goal_since = False, 0.0, 0.0, None
         for body, xyz in self.sample(rng).items():
-            adr = model.jnt_qposadr[model.joint(f"{body}_joint").id]
-            data.qpos[adr : adr + 7] = [*xyz, 1.0, 0.0, 0.0, 0.0]
+            self.place(model, data, body, xyz)
+
+    def place(self, model, data, body: str, xyz, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
+        """Put a free body at a pose (zero velocity)."""
+        j = model.joint(f"{body}_joint").id
+        adr, dadr = model.jnt_qposadr[j], model.jnt_dofadr[j]
+        data.qpos[adr : adr + 7] = [*xyz, *quat]
+        data.qvel[dadr : dadr + 6] = 0.0
+
+    def at_rest(self, model, data) -> bool:
+        """Every joint of every task object (free, slide, hinge) moves slower than the rest thresholds."""
+        for body in set(self.objects.values()):
+            b = model.body(body).id
+            for j in range(model.body_jntadr[b], model.body_jntadr[b] + model.body_jntnum[b]):
+                v = data.qvel[model.jnt_dofadr[j] :]
+                kind = model.jnt_type[j]
+                if kind == mujoco.mjtJoint.mjJNT_FREE:
+                    if np.linalg.norm(v[:3]) > REST_LINEAR or np.linalg.norm(v[3:6]) > REST_ANGULAR:
+                        return False
+                elif kind == mujoco.mjtJoint.mjJNT_SLIDE and abs(v[0]) > REST_LINEAR:
+                    return False
+                elif kind == mujoco.mjtJoint.mjJNT_HINGE and abs(v[0]) > REST_ANGULAR:
+                    return False
+        return True
 
     def update(self, model, data) -> None:
-        p = self.stage(contact_pairs(model, data), model, data)
-        self.progress = max(self.progress, p)
-        self.succeeded = self.succeeded or p >= 1.0
+        p = float(self.stage(contact_pairs(model, data), model, data))
+        goal = p >= GOAL and self.at_rest(model, data)
+        if not goal:
+            self.goal_since = None
+        elif self.goal_since is None:
+            self.goal_since = float(data.time)
+        # tolerance: sim time is a float sum of physics steps
+        self.succeeded = goal and float(data.time) - self.goal_since >= SETTLE_S - 1e-6
+        self.current_progress = p
+        self.progress = max(self.progress, GOAL if self.succeeded else min(p, TRANSIENT))
 
     def success(self, model, data) -> bool:
         return self.succeeded
@@ -115,8 +158,10 @@ class TransferCube(Task):
         box = ("red_box",)
         left, right = _touch(pairs, box, _FINGERS["left"]), _touch(pairs, box, _FINGERS["right"])
         on_table = ("red_box", "table") in pairs
-        if left and not on_table:
-            return 1.0
+        if left and not right and not on_table:
+            return GOAL  # handed over: only the left arm holds it
+        if left and right and not on_table:
+            return 0.75  # both hold it
         if right and not on_table:
             return 0.5  # lifted by the right arm
         return 0.25 if right else 0.0
@@ -158,10 +203,19 @@ class Insertion(Task):
         socket = np.array([rng.uniform(-0.2, -0.1), rng.uniform(0.4, 0.6), 0.02])
         return {"red_peg": peg, "blue_socket": socket}
 
+    def inserted(self, model, data) -> bool:
+        """The peg is in the socket's bore, its end within 6 mm of the pin (or touching it)."""
+        peg = data.xpos[model.body("red_peg").id]
+        s = model.body("blue_socket").id
+        rel = data.xmat[s].reshape(3, 3).T @ (peg - data.xpos[s])
+        # peg half-length 0.06 + pin half-length 0.04; bore clearance 0.018 - 0.01
+        return 0.09 < abs(rel[0]) < 0.106 and abs(rel[1]) < 0.009 and abs(rel[2]) < 0.009
+
     def stage(self, pairs, model, data):
         peg = ("red_peg",)
-        if ("red_peg", "pin") in pairs:
-            return 1.0
+        lifted = ("red_peg", "table") not in pairs and not _touch(pairs, self.SOCKET + ("pin",), ("table",))
+        if lifted and (("red_peg", "pin") in pairs or self.inserted(model, data)):
+            return GOAL  # inserted to the pin, both held up
         held_peg = _touch(pairs, peg, _FINGERS["right"]) and ("red_peg", "table") not in pairs
         held_socket = _touch(pairs, self.SOCKET, _FINGERS["left"]) and not _touch(pairs, self.SOCKET, ("table",))
         if _touch(pairs, peg, self.SOCKET) and held_peg and held_socket:
@@ -204,10 +258,12 @@ class PlaceCube(Task):
         cube = data.xpos[model.body("red_cube").id]
         plate = data.xpos[model.body("green_plate").id]
         on_plate = ("red_box", "plate") in pairs and np.linalg.norm(cube[:2] - plate[:2]) < self.PLATE_RADIUS
-        if on_plate and not held and ("red_box", "table") not in pairs:
-            return 1.0
-        if held and ("red_box", "table") not in pairs:
-            return 0.5
+        lifted = ("red_box", "table") not in pairs
+        if on_plate and not held and lifted:
+            return GOAL  # on the plate, released
+        if held and lifted:
+            over = np.linalg.norm(cube[:2] - plate[:2]) < self.PLATE_RADIUS
+            return 0.75 if over else 0.5  # carried (above the plate)
         return 0.25 if held else 0.0
 
 
