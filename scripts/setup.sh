@@ -100,7 +100,7 @@ if [ ${#need[@]} -gt 0 ] || { [ -d "$FIXTURES_OUT/install" ] && ! fresh fixtures
     # The wheels' CMake exports hard-code the include paths of the machine that built them.
     PYINC=$(python -c "import sysconfig;print(sysconfig.get_paths()['include'])")
     NPINC=$(python -c "import numpy;print(numpy.get_include())")
-    grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+    { grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' 2>/dev/null || true; } | xargs -r sed -i \
       "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g; s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
     export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
     export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"

@@ -198,7 +198,9 @@ def test_driver_moves_smoothly_to_start_then_accepts_commands():
     assert core.state == "ready"
     far = core.start_pose.copy()
     far[0] += 2.0
-    out = core.command(far, dt=0.02)
+    out = core.command(core.start_pose, stamp=1.0)  # a stream starts at the arm...
+    out = core.command(far, stamp=1.5)  # ...and a late command still moves at most one tick
+    assert abs(out[0] - core.start_pose[0]) <= core.limits.velocity[0] * core.dt + 1e-9
     assert abs(out[0] - core.start_pose[0]) <= core.limits.velocity[0] * 0.02 + 1e-9
 
 
@@ -248,6 +250,7 @@ def test_teleop_maps_leaders_and_limits():
     assert a[6] == pytest.approx(0.0) and a[13] == 1.0  # normalised and clipped to [0, 1]
     core = TeleopCore(safety_limits(load_profile("sim")))
     assert core.step(a) is None  # idle until started
+    core.on_driver_state("ready")
     core.start(np.full(14, 0.5))
     out = core.step(a)
     assert np.all(np.abs(out - 0.5) <= core.limiter.limits.velocity * 0.02 + 1e-9)

@@ -129,7 +129,9 @@ def test_stale_joint_states_hold_without_jump_then_safe_and_rearm():
             assert "stale follower joint states" in ex.reason
     assert at_hold[0] == 19 + round(ex.config.state_timeout_s / DT) + 1
     assert ex.state == ExecState.SAFE
-    xs = np.array([o[0] for o in outs])
+    # SAFE stops commanding once the arm is at rest (a stale pose must never reach a restarted driver)
+    assert outs[-1] is None and ex.tick(10.0 + 80 * DT) is None
+    xs = np.array([o[0] for o in outs if o is not None])
     vel = np.diff(xs) / DT
     assert np.all(np.abs(np.diff(vel)) <= ex.limiter.limits.acceleration[0] * DT + 1e-9)  # no jump
     # a controlled stop: at rest, within v^2 / 2a (+ one tick) of where the hold began
@@ -203,8 +205,10 @@ def test_safe_pose_is_reached_slowly():
     ex.tick(10.0)
     outs = [ex.tick(10.0 + k * DT) for k in range(1, 100)]  # no joint states: hold, then safe
     assert ex.state == ExecState.SAFE
-    np.testing.assert_allclose(outs[-1], pose, atol=1e-9)
-    assert np.max(np.abs(np.diff(outs, axis=0))) <= 0.5 * DT + 1e-9
+    sent = [o for o in outs if o is not None]
+    assert outs[-1] is None  # there: SAFE stops commanding
+    np.testing.assert_allclose(sent[-1], pose, atol=1e-9)
+    assert np.max(np.abs(np.diff(sent, axis=0))) <= 0.5 * DT + 1e-9
 
 
 def test_malformed_chunks_are_clear_errors():

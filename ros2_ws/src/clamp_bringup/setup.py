@@ -13,6 +13,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
         ("share/" + PACKAGE + "/config/xs_modes", glob("config/xs_modes/*.yaml")),
+        ("share/" + PACKAGE + "/config/xs_motors", glob("config/xs_motors/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
     ],
     install_requires=["setuptools"],

@@ -94,7 +94,15 @@ class SmoothMove:
 
 
 class ArmDriverCore:
-    """State machine + limiter of the arm driver; the node feeds it measurements, ticks and commands."""
+    """State machine + limiter of the arm driver; the node feeds it measurements, ticks and commands.
+
+    Commands are accepted only while "ready", only from the mode's `owner` (the JointState's
+    header.frame_id; None = anyone), only with a stamp newer than the previous one, and - after
+    every (re)start - only once a command starts where the arm is (within `engage_tolerance`): a
+    producer still sending an old pose (e.g. an executor that held through a driver restart) is
+    refused instead of being driven to at full speed. Each accepted command moves at most one tick
+    at the velocity limit. Without a command for `command_timeout_s` the arms brake to rest.
+    """
 
     def __init__(
         self,
@@ -104,6 +112,9 @@ class ArmDriverCore:
         move_time_s: float = 2.0,
         rate_hz: float = rig.CONTROL_HZ,
         gripper: rig.GripperCalibration = rig.FOLLOWER_GRIPPER,
+        owner: str | None = None,
+        engage_tolerance: float = 0.1,
+        command_timeout_s: float = 0.2,
     ) -> None:
         self.limits = limits
         self.start_pose = np.asarray(start_pose, dtype=float)
@@ -111,12 +122,21 @@ class ArmDriverCore:
         self.move_time_s = float(move_time_s)
         self.dt = 1.0 / float(rate_hz)
         self.gripper = gripper
+        self.owner = owner or None
+        self.engage_tolerance = float(engage_tolerance)
+        self.command_timeout_s = float(command_timeout_s)
         self.limiter = SafetyLimiter(limits, dt=self.dt)
         self.state = "waiting"
         self.measured: np.ndarray | None = None
         self._move: SmoothMove | None = None
+        self._braking_then: np.ndarray | None = None  # goal of a move that waits for the arms to stop
+        self._engaged = False  # a command stream that started at the arm's position is being followed
+        self._last_stamp: float | None = None
+        self._last_arrival: float | None = None
         self.commands_in = 0
         self.commands_rejected = 0
+        self.rejections: dict[str, int] = {}
+        self.last_rejection = ""
 
     # -- inputs
     def on_measured(self, state14: np.ndarray) -> None:
@@ -137,33 +157,103 @@ class ArmDriverCore:
         return self._begin(self.sleep_pose, "moving_to_sleep")
 
     def _begin(self, goal: np.ndarray, state: str) -> float:
+        self._engaged = False
+        self._last_stamp = None
         if state == "moving_to_start" or not self.limiter.seeded:
-            self.limiter.reset(np.clip(self.measured, self.limits.lower, self.limits.upper))
+            # from where the arm is, even outside the limits: the limiter brings it back, never jumps
+            self.limiter.reset(self.measured)
+        self.state = state
+        if not self.limiter.at_rest:  # still moving (e.g. Ctrl-C mid-motion): stop first, then move
+            self._move, self._braking_then = None, np.asarray(goal, dtype=float)
+            v, a = np.abs(self.limiter.velocity), self.limits.acceleration
+            return float((v / a).max()) + move_duration(self.limiter.position, goal, self.limits.velocity, 0.0)
+        return self._plan(goal)
+
+    def _plan(self, goal: np.ndarray) -> float:
         start = self.limiter.position
         duration = move_duration(start, goal, self.limits.velocity, self.move_time_s)
         self._move = SmoothMove(start, goal, duration)
-        self.state = state
+        self._braking_then = None
         return duration
 
-    def tick(self) -> np.ndarray | None:
-        """One control period of a smooth move: the next limited 14-D command (None when not moving)."""
-        if self._move is None or self.state not in ("moving_to_start", "moving_to_sleep"):
-            return None
-        cmd = self.limiter.limit(self._move.step(self.dt))
-        if self._move.done:
-            self._move = None
-            self.state = "ready" if self.state == "moving_to_start" else "asleep"
-        return cmd
+    def tick(self, now: float | None = None) -> np.ndarray | None:
+        """One control period: the next limited command of a move, a brake, or None (nothing to send)."""
+        if self.state in ("moving_to_start", "moving_to_sleep"):
+            if self._braking_then is not None:
+                cmd = self.limiter.brake()
+                if self.limiter.at_rest:
+                    self._plan(self._braking_then)
+                return cmd
+            if self._move is None:
+                return None
+            cmd = self.limiter.limit(self._move.step(self.dt))
+            if self._move.done:
+                self._move = None
+                self.state = "ready" if self.state == "moving_to_start" else "asleep"
+            return cmd
+        if (
+            self.state == "ready"
+            and now is not None
+            and self._last_arrival is not None
+            and now - self._last_arrival > self.command_timeout_s
+        ):
+            self._last_stamp = None  # a restarted producer (or a reset sim clock) may start earlier
+            if self.limiter.seeded and not self.limiter.at_rest:
+                # the producer died mid-motion: bring the arms to rest at the acceleration limit
+                return self.limiter.brake()
+        return None
 
-    def command(self, target14, dt: float | None = None) -> np.ndarray | None:
-        """An external 14-D target -> the limited command, or None when not accepting commands."""
+    def _refuse(self, kind: str, message: str) -> None:
+        self.commands_rejected += 1
+        self.rejections[kind] = self.rejections.get(kind, 0) + 1
+        self.last_rejection = message
+
+    def command(
+        self, target14, stamp: float | None = None, source: str | None = None, now: float | None = None
+    ) -> np.ndarray | None:
+        """An external 14-D target -> the limited command, or None when refused (see the class doc).
+
+        `stamp` is the command's header time (the producer's clock), `now` its arrival time (for the
+        command timeout), `source` its header.frame_id.
+        """
         self.commands_in += 1
         if self.state != "ready":
-            self.commands_rejected += 1
+            self._refuse("not_ready", f"driver is {self.state}, not ready")
             return None
-        if dt is not None:  # a late or early command moves at most as far as the limits allow in that time
-            dt = min(max(dt, 0.5 * self.dt), 5.0 * self.dt)
-        return self.limiter.limit(np.asarray(target14, dtype=float), dt)
+        if self.owner is not None and source != self.owner:
+            self._refuse("not_owner", f"command from {source!r}; this mode takes commands from {self.owner!r} only")
+            return None
+        target = np.asarray(target14, dtype=float)
+        if stamp is not None and not np.isfinite(stamp):
+            self._refuse("bad_stamp", "command stamp is not finite")
+            return None
+        dt = self.dt
+        if stamp is not None and self._last_stamp is not None:
+            if stamp <= self._last_stamp:
+                self._refuse("old_stamp", "command not newer than the previous one (duplicate or reordered)")
+                return None
+            # the producer's clock says how far apart the commands are meant; arrival times jitter.
+            # Never more than one tick: a gap in the stream is not a licence for a bigger step.
+            dt = min(max(stamp - self._last_stamp, 0.5 * self.dt), self.dt)
+        if not self._engaged:
+            if not np.all(np.isfinite(target)):
+                self._refuse("nonfinite", "first command contains NaN/inf")
+                return None
+            gap = float(np.abs(target - self.limiter.position).max())
+            if gap > self.engage_tolerance:
+                j = int(np.argmax(np.abs(target - self.limiter.position)))
+                self._refuse(
+                    "not_at_arm",
+                    f"command stream starts {gap:.3f} away from the arm ({rig.ACTION_NAMES[j]}; tolerance "
+                    f"{self.engage_tolerance}): a producer must start from where the arm is",
+                )
+                return None
+            self._engaged = True
+        if stamp is not None:
+            self._last_stamp = float(stamp)
+        if now is not None:
+            self._last_arrival = float(now)
+        return self.limiter.limit(target, dt)
 
     def xs_commands(self, cmd14: np.ndarray) -> list[ArmCommand]:
         return to_xs_commands(cmd14, self.gripper)

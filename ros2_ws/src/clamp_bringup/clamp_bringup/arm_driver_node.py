@@ -27,7 +27,7 @@ from clamp_core.ros import (
 )
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
-from interbotix_xs_msgs.srv import OperatingModes, TorqueEnable
+from interbotix_xs_msgs.srv import OperatingModes, Reboot, RegisterValues, TorqueEnable
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -46,6 +46,14 @@ class ArmDriverNode(Node):
         move_time = float(self.declare_parameter("move_time_s", float(drv["move_time_s"])).value)
         self.leaders_to_start = bool(self.declare_parameter("leaders_to_start", bool(drv["leaders_to_start"])).value)
         self.current_limit = int(drv["gripper_current_limit"])
+        self.gripper_setup = bool(drv["gripper_setup"])
+        tel = self.profile["teleop"]
+        self.squeeze_threshold = float(tel["gesture_threshold"])
+        self.leaders_released = threading.Event()
+        # who may command the arms in this mode (graph.py sets it per mode); "" = anyone
+        owner = str(self.declare_parameter("command_owner", str(drv["command_owner"])).value)
+        engage = float(self.declare_parameter("engage_tolerance", float(drv["engage_tolerance"])).value)
+        timeout = float(self.declare_parameter("command_timeout_s", float(drv["command_timeout_s"])).value)
 
         self.followers = profiles.followers(self.profile)
         self.leaders = profiles.leaders(self.profile) if self.leaders_to_start else ()
@@ -58,10 +66,12 @@ class ArmDriverNode(Node):
             move_time_s=move_time,
             rate_hz=self.rate_hz,
             gripper=self.follower_gripper,
+            owner=owner or None,
+            engage_tolerance=engage,
+            command_timeout_s=timeout,
         )
         self._lock = threading.Lock()
         self._latest: dict[str, dict[str, float]] = {}
-        self._last_cmd_time: float | None = None
         self._sleeping = threading.Event()
         self.startup_error: str | None = None
 
@@ -74,6 +84,9 @@ class ArmDriverNode(Node):
             self._single_pub[arm] = self.create_publisher(JointSingleCommand, rig.joint_single_topic(arm), 10)
             self._torque[arm] = self.create_client(TorqueEnable, rig.torque_enable_service(arm))
             self._modes[arm] = self.create_client(OperatingModes, rig.operating_modes_service(arm))
+        self._reboot = {a: self.create_client(Reboot, rig.reboot_service(a)) for a in self.followers}
+        self._set_reg = {a: self.create_client(RegisterValues, rig.set_registers_service(a)) for a in self.followers}
+        self._get_reg = {a: self.create_client(RegisterValues, rig.get_registers_service(a)) for a in self.followers}
         for arm in self.followers + self.leaders:
             self.create_subscription(JointState, rig.joint_states_topic(arm), self._on_joint_states(arm), 10)
         self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
@@ -105,13 +118,17 @@ class ArmDriverNode(Node):
                 f"ignoring joint command on {rig.JOINT_COMMAND_TOPIC}: {exc}", throttle_duration_sec=1.0
             )
             return
-        now = self.get_clock().now().nanoseconds * 1e-9
+        now = time.monotonic()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
-            dt = None if self._last_cmd_time is None else now - self._last_cmd_time
-            self._last_cmd_time = now
-            cmd = self.core.command(target, dt)
+            before = self.core.commands_rejected
+            # the command's stamp is its producer's clock (arrival times jitter); unstamped = one tick
+            cmd = self.core.command(target, stamp if stamp > 0 else None, msg.header.frame_id, now)
+            refused = self.core.last_rejection if self.core.commands_rejected > before else ""
         if cmd is not None:
             self._publish(cmd)
+        elif refused:
+            self.get_logger().warning(f"joint command refused: {refused}", throttle_duration_sec=1.0)
 
     def _on_tick(self) -> None:
         with self._lock:
@@ -122,7 +139,7 @@ class ArmDriverNode(Node):
         if self._sleeping.is_set():
             return
         with self._lock:
-            cmd = self.core.tick()
+            cmd = self.core.tick(time.monotonic())
         if cmd is not None:
             self._publish(cmd)
 
@@ -139,8 +156,10 @@ class ArmDriverNode(Node):
         with self._lock:
             state, counts = self.core.state, self.core.limiter.counts_by_joint()
             n_in, n_rej = self.core.commands_in, self.core.commands_rejected
+            rejections = dict(self.core.rejections)
         level = DiagnosticStatus.ERROR if self.startup_error else DiagnosticStatus.OK
-        values = {"state": state, "commands": n_in, "commands_ignored_not_ready": n_rej}
+        values = {"state": state, "commands": n_in, "commands_refused": n_rej}
+        values.update({f"refused_{k}": v for k, v in rejections.items()})
         values.update({f"clamped_{k}": sum(v.values()) for k, v in counts.items()})
         message = self.startup_error or state
         publish_status(self, self._diag_pub, "clamp_bringup/arm_driver", level, message, values)
@@ -167,20 +186,38 @@ class ArmDriverNode(Node):
             req = OperatingModes.Request(cmd_type=cmd_type, name=name, mode=mode, profile_type="time")
             call_service(self, self._modes[arm], req, self.service_timeout)
 
-    def _torque_on(self, arm: str, enable: bool) -> None:
-        req = TorqueEnable.Request(cmd_type="group", name="all", enable=enable)
+    def _torque_on(self, arm: str, enable: bool, cmd_type: str = "group", name: str = "all") -> None:
+        req = TorqueEnable.Request(cmd_type=cmd_type, name=name, enable=enable)
         call_service(self, self._torque[arm], req, self.service_timeout)
 
-    def _gripper_current_limit(self, arm: str) -> None:
-        try:  # RegisterValues exists in the real interbotix_xs_msgs (not in this machine's fixtures)
-            from interbotix_xs_msgs.srv import RegisterValues
-        except ImportError:
-            self.get_logger().info("interbotix_xs_msgs has no RegisterValues here: gripper current limit not set")
-            return
-        client = self.create_client(RegisterValues, f"/{arm}/set_motor_registers")
-        req = RegisterValues.Request(cmd_type="single", name=rig.GRIPPER_NAME, reg="Current_Limit")
-        req.value = self.current_limit
-        call_service(self, client, req, self.service_timeout)
+    def _setup_follower_gripper(self, arm: str) -> None:
+        """ALOHA's follower gripper setup: reboot (clears an overload error), then the current limit.
+
+        Current_Limit is an EEPROM register: a servo takes it only with torque off (xs_sdk's
+        set_operating_modes turns torque back on, so it must come before that). Read back to be sure.
+        """
+        call_service(
+            self,
+            self._reboot[arm],
+            Reboot.Request(cmd_type="single", name=rig.GRIPPER_NAME, enable=False, smart_reboot=False),
+            self.service_timeout,
+        )
+        self._torque_on(arm, False, "single", rig.GRIPPER_NAME)
+        req = RegisterValues.Request(
+            cmd_type="single", name=rig.GRIPPER_NAME, reg="Current_Limit", value=self.current_limit
+        )
+        call_service(self, self._set_reg[arm], req, self.service_timeout)
+        got = call_service(
+            self,
+            self._get_reg[arm],
+            RegisterValues.Request(cmd_type="single", name=rig.GRIPPER_NAME, reg="Current_Limit"),
+            self.service_timeout,
+        )
+        if list(got.values) != [self.current_limit]:
+            raise RuntimeError(
+                f"{arm} gripper Current_Limit reads {list(got.values)} after writing {self.current_limit} "
+                "(EEPROM write refused: torque still on?)"
+            )
 
     def _startup_sequence(self) -> None:
         try:
@@ -188,20 +225,23 @@ class ArmDriverNode(Node):
                 return
             if self.motor_setup:
                 for arm in self.followers:
+                    if self.gripper_setup:
+                        self._setup_follower_gripper(arm)
                     self._set_modes(arm, "current_based_position")
-                    self._gripper_current_limit(arm)
                     self._torque_on(arm, True)
                 if self.leaders:
                     self._leaders_to_start()
             with self._lock:
                 duration = self.core.begin_start()
             self.get_logger().info(f"moving followers to the start pose over {duration:.2f}s")
+            if self.leaders and self.motor_setup:
+                self._release_leaders_on_squeeze()
         except Exception as exc:
             self.startup_error = f"startup failed: {exc}"
             self.get_logger().error(self.startup_error + " (the arms will not move; fix and restart the driver)")
 
     def _leaders_to_start(self) -> None:
-        """ALOHA's opening: leaders in position mode, smooth move to the start pose, then torque off."""
+        """ALOHA's opening: leaders in position mode, smooth move to the start pose; grippers released."""
         if not self._wait_for_states(self.leaders, self.service_timeout):
             raise TimeoutError(f"no joint states from leaders {self.leaders}")
         for arm in self.leaders:
@@ -212,8 +252,22 @@ class ArmDriverNode(Node):
         goal = self.core.start_pose
         move = SmoothMove(start, goal, move_duration(start, goal, self.core.limits.velocity, self.core.move_time_s))
         self._run_move(move, self.leaders, self.leader_gripper)
-        for arm in self.leaders:
-            self._torque_on(arm, False)
+        for arm in self.leaders:  # the arms stay held; the operator squeezes the grippers to take over
+            self._torque_on(arm, False, "single", rig.GRIPPER_NAME)
+
+    def _release_leaders_on_squeeze(self) -> None:
+        """Hold the leader arms until the operator squeezes both grippers (else they would drop)."""
+        self.get_logger().info("leaders held at the start pose: squeeze both leader grippers to take over")
+        while self.context.ok() and not self._sleeping.is_set():
+            with self._lock:
+                q = rig.state_from_joint_states(self._latest, self.leaders, self.leader_gripper)
+            if q[6] < self.squeeze_threshold and q[13] < self.squeeze_threshold:
+                for arm in self.leaders:
+                    self._torque_on(arm, False)
+                self.leaders_released.set()
+                self.get_logger().info("leaders released: teleoperate")
+                return
+            time.sleep(0.02)
 
     def _run_move(self, move: SmoothMove, arms, gripper: rig.GripperCalibration) -> None:
         dt = 1.0 / self.rate_hz

@@ -17,6 +17,8 @@ clamp_sim instead.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,9 @@ def realsense_spec(cam: str, spec: dict) -> NodeSpec:
     """realsense2_camera (4.51+) for one D405: distinct camera_name, aligned depth, remapped to rig topics."""
     name = spec["camera_name"]
     params = {
-        "serial_no": str(spec["serial"]),
+        # launch_ros reads an all-digit string as an integer and realsense2_camera refuses a non-string
+        # serial_no; like realsense-ros's own launch files, pass it with a "_" prefix (the node strips it)
+        "serial_no": "_" + str(spec["serial"]).lstrip("_"),
         "camera_name": name,
         "camera_namespace": cam,
         "enable_color": True,
@@ -155,19 +159,57 @@ def config_dir() -> Path:
     return Path(get_package_share_directory("clamp_bringup")) / "config"
 
 
-def xsarm_include(arm: str, spec: dict) -> IncludeSpec:
+def runtime_dir() -> Path:
+    """Where generated per-arm files go ($CLAMP_RUNTIME_DIR, default ~/.ros/clamp_bringup)."""
+    return Path(os.environ.get("CLAMP_RUNTIME_DIR", "~/.ros/clamp_bringup")).expanduser()
+
+
+def _motor_template(model: str) -> str:
+    """The xs_sdk motor config of `model`: interbotix_xsarm_control's own where installed, else ours."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            vendor = Path(get_package_share_directory("interbotix_xsarm_control")) / "config" / f"{model}.yaml"
+            if vendor.is_file():
+                return vendor.read_text(encoding="utf-8")
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    ours = config_dir() / "xs_motors" / f"{model}.yaml"
+    if not ours.is_file():
+        raise ValueError(f"no xs_sdk motor config for robot_model {model!r} (looked for {ours})")
+    return ours.read_text(encoding="utf-8")
+
+
+def motor_config(arm: str, spec: dict, joint_state_hz: float, out_dir: Path | None = None) -> Path:
+    """Write `arm`'s xs_sdk motor config with its own `port` (one U2D2 per arm) and joint state rate."""
+    text = _motor_template(spec["robot_model"])
+    text, n = re.subn(r"(?m)^port:.*$", f"port: {spec['port']}", text)
+    if n != 1:
+        raise ValueError(f"motor config of {spec['robot_model']} has {n} `port:` lines, expected 1")
+    text = re.sub(r"(?m)^(\s+update_rate:).*$", rf"\g<1> {int(round(joint_state_hz))}", text)
+    out = (out_dir or runtime_dir() / "xs_motors") / f"{arm}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.is_file() or out.read_text(encoding="utf-8") != text:
+        out.write_text(text, encoding="utf-8")
+    return out
+
+
+def xsarm_include(arm: str, spec: dict, joint_state_hz: float = 100.0) -> IncludeSpec:
     """Interbotix xs_sdk + robot_state_publisher for one arm (interbotix_xsarm_control)."""
     modes = config_dir() / "xs_modes" / ("follower_modes.yaml" if spec["role"] == "follower" else "leader_modes.yaml")
     args = {
-        "robot_model": str(spec.get("robot_model", "vx300s" if spec["role"] == "follower" else "wx250s")),
+        "robot_model": str(spec["robot_model"]),
         "robot_name": arm,
         "base_link_frame": "base_link",
         "use_world_frame": "false",
         "use_rviz": "false",
         "mode_configs": str(modes),
     }
-    if spec.get("motor_configs"):
-        args["motor_configs"] = str(spec["motor_configs"])
+    # an explicit motor_configs file is taken as is (its port is then the owner's business)
+    args["motor_configs"] = str(spec.get("motor_configs") or motor_config(arm, spec, joint_state_hz))
     return IncludeSpec(
         name=f"xsarm_{arm}",
         package="interbotix_xsarm_control",
@@ -203,11 +245,15 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
     nodes: list[NodeSpec] = []
     includes: list[IncludeSpec] = []
 
+    # the leaders take part in teleop and record only: there the driver runs ALOHA's opening
+    # (leaders to the start pose, released on the operator's squeeze); in policy/arms it must not wait
+    # for leaders nobody started
+    with_leaders = mode in ("teleop", "record")
     if prof["hardware"]:
-        needed = followers(prof) + (leaders(prof) if mode in ("teleop", "record") else ())
+        needed = followers(prof) + (leaders(prof) if with_leaders else ())
         for arm in needed:
             spec = prof["arms"][arm]
-            includes.append(xsarm_include(arm, spec))
+            includes.append(xsarm_include(arm, spec, prof["joint_state_hz"]))
             base = spec.get("base")
             if base:
                 nodes.append(_static_tf(f"tf_{arm}_base", base["parent"], f"{arm}/base_link", base["xyz"], base["rpy"]))
@@ -221,7 +267,18 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
     else:
         nodes.append(_clamp("sim", {**common, **sim_parameters(prof)}))
 
-    nodes.append(_clamp("arm_driver", dict(common)))
+    owner = {
+        "policy": rig.COMMAND_SOURCE_EXECUTOR,
+        "teleop": rig.COMMAND_SOURCE_TELEOP,
+        "record": rig.COMMAND_SOURCE_TELEOP,
+        "arms": rig.COMMAND_SOURCE_OPERATOR,
+    }[mode]
+    driver = {
+        **common,
+        "command_owner": owner,  # one producer owns the arms per mode; the driver refuses the rest
+        "leaders_to_start": bool(prof["driver"]["leaders_to_start"]) and with_leaders and bool(leaders(prof)),
+    }
+    nodes.append(_clamp("arm_driver", driver))
     if mode == "policy":
         nodes.append(_clamp("perception", dict(common)))
         policy = {**common}

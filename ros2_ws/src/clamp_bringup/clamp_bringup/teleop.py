@@ -48,21 +48,44 @@ def leader_action(positions_by_arm: dict, gripper: rig.GripperCalibration = rig.
 
 
 class TeleopCore:
-    """Active/idle state + the limiter that every teleop target passes."""
+    """Active/idle state + the limiter that every teleop target passes.
+
+    Mirrors only while the arm driver is "ready": started while the driver still moves to the start
+    pose, the limiter would run ahead of the arms and the followers would jump once it is ready. When
+    the driver leaves "ready" teleop stops; it restarts (from where the followers are) on request.
+    """
 
     def __init__(self, limits: SafetyLimits, rate_hz: float = rig.CONTROL_HZ) -> None:
         self.limiter = SafetyLimiter(limits, dt=1.0 / rate_hz)
         self.active = False
+        self.driver_state: str | None = None
+
+    def on_driver_state(self, state: str) -> bool:
+        """The driver's state; returns True when this stopped a running teleop."""
+        self.driver_state = state
+        if state != "ready" and self.active:
+            self.active = False
+            return True
+        return False
+
+    def can_start(self) -> str | None:
+        """Why teleop cannot start now, or None."""
+        if self.driver_state != "ready":
+            return f"the arm driver is {self.driver_state or 'not running'}, not ready: wait for it"
+        return None
 
     def start(self, follower_state: np.ndarray) -> None:
         """Begin mirroring from where the followers are (the limiter never jumps)."""
-        self.limiter.reset(np.clip(follower_state, self.limiter.limits.lower, self.limiter.limits.upper))
+        why = self.can_start()
+        if why:
+            raise RuntimeError(why)
+        self.limiter.reset(follower_state)
         self.active = True
 
     def stop(self) -> None:
         self.active = False
 
     def step(self, leader_target: np.ndarray) -> np.ndarray | None:
-        if not self.active:
+        if not self.active or self.driver_state != "ready":
             return None
         return self.limiter.limit(leader_target)

@@ -10,9 +10,10 @@ import threading
 
 from clamp_core import profile as profiles
 from clamp_core import rig
-from clamp_core.ros import declare_profile, positions_by_name, spin_node, state14
+from clamp_core.ros import declare_profile, latched_subscriber_qos, positions_by_name, spin_node, state14
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from clamp_bringup.teleop import GripperGesture, TeleopCore, leader_action
@@ -38,6 +39,7 @@ class TeleopNode(Node):
         for arm in rig.FOLLOWERS:
             self.create_subscription(JointState, rig.joint_states_topic(arm), self._store(self._followers, arm), 10)
         self._pub = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 10)
+        self.create_subscription(String, rig.DRIVER_STATE_TOPIC, self._on_driver_state, latched_subscriber_qos())
         self.create_service(Trigger, "~/start", self._srv_start)
         self.create_service(Trigger, "~/stop", self._srv_stop)
         self.create_timer(1.0 / self.rate_hz, self._on_tick)
@@ -49,11 +51,20 @@ class TeleopNode(Node):
 
         return cb
 
+    def _on_driver_state(self, msg: String) -> None:
+        with self._lock:
+            stopped = self.core.on_driver_state(msg.data)
+        if stopped:
+            self.get_logger().warning(f"teleop stopped: the arm driver is {msg.data}")
+
     def _start(self) -> str | None:
         """Start mirroring; returns an error text when it cannot."""
         with self._lock:
             if self.core.active:
                 return "teleop is already running"
+            why = self.core.can_start()
+            if why:
+                return why
             followers = state14(self._followers, rig.FOLLOWERS, self.follower_gripper)
             if followers is None or state14(self._leaders, rig.LEADERS, self.leader_gripper) is None:
                 return f"no joint states yet from {rig.FOLLOWERS + rig.LEADERS}; is the robot (or sim) up?"
@@ -89,6 +100,7 @@ class TeleopNode(Node):
             return
         msg = JointState(name=list(rig.ACTION_NAMES), position=[float(v) for v in cmd])
         msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = rig.COMMAND_SOURCE_TELEOP  # the driver takes commands from its mode's owner
         self._pub.publish(msg)
         self.published += 1
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from clamp_core import rig
-from clamp_core.safety import SafetyConfigError, SafetyLimits
+from clamp_core.safety import SafetyConfigError, SafetyLimits, WorkspaceGuard
 
 PACKAGE = "clamp_core"
 TOP_LEVEL_KEYS = {
@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = {
     "recorder",
     "perception",
     "policy",
+    "workspace",
 }
 REQUIRED_KEYS = ("name", "arms", "cameras", "driver")
 
@@ -108,7 +109,17 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
     prof.setdefault("use_sim_time", False)
     prof.setdefault("hardware", False)
     prof["joint_state_hz"] = float(prof.get("joint_state_hz", 100.0))
-    for key in ("camera_defaults", "grippers", "limits", "sim", "teleop", "recorder", "perception", "policy"):
+    for key in (
+        "camera_defaults",
+        "grippers",
+        "limits",
+        "sim",
+        "teleop",
+        "recorder",
+        "perception",
+        "policy",
+        "workspace",
+    ):
         prof[key] = dict(prof.get(key) or {})
 
     arms = prof["arms"] = dict(prof["arms"] or {})
@@ -119,6 +130,12 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
             raise ProfileError(f"{where}: arm {arm!r} is not a rig arm {rig.FOLLOWERS + rig.LEADERS}")
         if spec.setdefault("role", expected) != expected:
             raise ProfileError(f"{where}: arm {arm} must have role {expected!r}, not {spec['role']!r}")
+        spec.setdefault("robot_model", "vx300s" if expected == "follower" else "wx250s")
+        # one U2D2 per arm; ALOHA's udev rules name them /dev/ttyDXL_<arm>
+        spec.setdefault("port", f"/dev/ttyDXL_{arm}")
+    ports = [spec["port"] for spec in arms.values()]
+    if prof.get("hardware") and len(set(ports)) != len(ports):
+        raise ProfileError(f"{where}: every arm needs its own port (arms.<arm>.port), got {ports}")
     if not all(a in arms for a in rig.FOLLOWERS):
         raise ProfileError(f"{where}: both followers {rig.FOLLOWERS} are required under arms")
 
@@ -163,8 +180,12 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
     drv.setdefault("motor_setup", True)
     drv.setdefault("service_timeout_s", 10.0)
     drv.setdefault("gripper_current_limit", 300)
+    drv.setdefault("gripper_setup", True)  # reboot the follower grippers + write their current limit
     drv.setdefault("move_time_s", 2.0)
     drv.setdefault("leaders_to_start", False)
+    drv.setdefault("command_owner", "")  # graph.py sets the owner per mode
+    drv.setdefault("engage_tolerance", 0.1)  # rad / gripper units: a command stream must start at the arm
+    drv.setdefault("command_timeout_s", 0.2)  # no command this long while moving: brake to rest
     for key in ("start_pose", "sleep_pose"):
         if key not in drv:
             raise ProfileError(f"{where}: driver.{key} is required (14 numbers, rig.ACTION_NAMES order)")
@@ -179,6 +200,14 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
         bad = [rig.ACTION_NAMES[i] for i in np.flatnonzero((pose < limits.lower) | (pose > limits.upper))]
         if bad:
             raise ProfileError(f"{where}: driver.{key} is outside the joint limits for {bad}")
+    try:
+        guard = WorkspaceGuard.from_profile(prof["workspace"])
+    except (SafetyConfigError, TypeError, ValueError) as exc:
+        raise ProfileError(f"{where}: workspace: {exc}") from exc
+    for key in ("start_pose", "sleep_pose"):
+        why = guard.violation(drv[key])
+        if why:
+            raise ProfileError(f"{where}: driver.{key} fails the workspace guard: {why}")
 
     tel = prof["teleop"]
     tel.setdefault("rate_hz", rig.CONTROL_HZ)
@@ -206,6 +235,11 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
 def safety_limits(profile: dict):
     """clamp_core.safety.SafetyLimits of this profile."""
     return SafetyLimits.from_profile(profile["limits"])
+
+
+def workspace_guard(profile: dict) -> WorkspaceGuard:
+    """clamp_core.safety.WorkspaceGuard of this profile (its `workspace` section)."""
+    return WorkspaceGuard.from_profile(profile.get("workspace"))
 
 
 def gripper_calibration(profile: dict, who: str) -> rig.GripperCalibration:

@@ -67,6 +67,18 @@ def operating_modes_service(arm: str) -> str:
     return f"/{arm}/set_operating_modes"
 
 
+def reboot_service(arm: str) -> str:
+    return f"/{arm}/reboot_motors"
+
+
+def set_registers_service(arm: str) -> str:
+    return f"/{arm}/set_motor_registers"
+
+
+def get_registers_service(arm: str) -> str:
+    return f"/{arm}/get_motor_registers"
+
+
 def color_topic(cam: str) -> str:
     return f"/{cam}/camera/color/image_rect_raw"
 
@@ -92,6 +104,11 @@ def gripper_frame(arm: str) -> str:
 # 14-D joint targets (gripper normalised) from the chunk executor or teleop to the arm driver,
 # the single owner of the xs_sdk command topics: sensor_msgs/JointState, names = ACTION_NAMES.
 JOINT_COMMAND_TOPIC = "/clamp/joint_command"
+# One producer owns the arms at a time, chosen by mode (clamp_bringup.graph): each stamps its
+# commands' header.frame_id with its name and the driver refuses every other source.
+COMMAND_SOURCE_EXECUTOR = "chunk_executor"
+COMMAND_SOURCE_TELEOP = "teleop"
+COMMAND_SOURCE_OPERATOR = "operator"  # `arms` mode: a person's script; nothing else runs
 VIEWS_TOPIC = "/clamp/views"
 CLOUD_TOPIC = "/clamp/cloud"
 TASK_TOPIC = "/clamp/task"

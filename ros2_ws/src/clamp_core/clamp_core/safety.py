@@ -113,10 +113,12 @@ class SafetyLimits:
 
         Keys (all optional; missing ones default to rig.VX300S_LIMITS and the default accelerations):
         ``lower``, ``upper``, ``velocity``, ``acceleration`` (14 numbers, a {ACTION_NAME: value}
-        mapping or one number for all joints) and ``gripper_range`` ([lo, hi] within [0, 1]).
+        mapping or one number for all joints), ``gripper_range`` ([lo, hi] within [0, 1]) and
+        ``margin`` (rad kept clear of each arm joint's lower and upper limit; one number, 14 values or
+        a mapping; gripper entries are ignored: use gripper_range).
         """
         profile = dict(profile or {})
-        allowed = {"lower", "upper", "velocity", "acceleration", "gripper_range"}
+        allowed = {"lower", "upper", "velocity", "acceleration", "gripper_range", "margin"}
         unknown = sorted(set(profile) - allowed)
         if unknown:
             raise SafetyConfigError(f"unknown limit key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -126,6 +128,17 @@ class SafetyLimits:
         if "gripper_range" in profile:
             lo, hi = _gripper_range(profile["gripper_range"])
             lower[list(GRIPPER_INDICES)], upper[list(GRIPPER_INDICES)] = lo, hi
+        if "margin" in profile:
+            # the servos' hard limits are where they stop with a thump: keep the commands clear of them
+            margin = _vector(profile["margin"], "margin")
+            if np.any(margin < 0):
+                raise SafetyConfigError(f"margin must be >= 0 rad, got {margin.tolist()}")
+            arm = list(ARM_INDICES)
+            lower[arm] += margin[arm]
+            upper[arm] -= margin[arm]
+            bad = [rig.ACTION_NAMES[i] for i in arm if lower[i] >= upper[i]]
+            if bad:
+                raise SafetyConfigError(f"margin leaves no range for {bad}; use a smaller margin")
         return cls(lower, upper, profile.get("velocity", base.velocity), base.acceleration)
 
 
@@ -242,10 +255,13 @@ class SafetyLimiter:
         event.clamped["velocity"] = v != v_acc
 
         out = self._position + v * dt
-        # A rate-limited stop may coast past a range limit; never command outside it.
-        over = (out < lim.lower) | (out > lim.upper)
+        # A rate-limited stop may coast past a range limit; never command outside it. An arm that
+        # starts outside the range (seeded there by `reset`) is brought back at the limits, never
+        # made to jump to the boundary: it may stay where it is but not move further out.
+        lo, hi = np.minimum(lim.lower, self._position), np.maximum(lim.upper, self._position)
+        over = (out < lo) | (out > hi)
         if over.any():
-            out = np.clip(out, lim.lower, lim.upper)
+            out = np.clip(out, lo, hi)
             event.clamped["position"] |= over & arm_mask
             event.clamped["gripper"] |= over & ~arm_mask
             v = (out - self._position) / dt
@@ -257,6 +273,31 @@ class SafetyLimiter:
             self._target = clipped
         self.last_event = event
         return out.copy()
+
+    def brake(self, dt: float | None = None) -> np.ndarray:
+        """One tick of a controlled stop: decelerate every joint at its acceleration limit, then rest.
+
+        For a command stream that stopped (no target to follow): the arm comes to rest smoothly from
+        its last commanded velocity instead of halting within one tick.
+        """
+        if self._position is None:
+            raise RuntimeError("SafetyLimiter.brake before reset(): seed it with the measured joint positions")
+        dt = self.dt if dt is None else float(dt)
+        lim = self.limits
+        speed = np.maximum(np.abs(self._velocity) - lim.acceleration * dt, 0.0)
+        v = np.sign(self._velocity) * np.minimum(speed, lim.velocity)
+        out = self._position + v * dt
+        lo, hi = np.minimum(lim.lower, self._position), np.maximum(lim.upper, self._position)
+        out = np.clip(out, lo, hi)
+        self._velocity = (out - self._position) / dt
+        self._position = out
+        self._target = out.copy()
+        self.last_event = LimitEvent()
+        return out.copy()
+
+    @property
+    def at_rest(self) -> bool:
+        return self._position is not None and not np.any(self._velocity)
 
     # ------------------------------------------------------------------------------------ counters
     def total(self, kind: str | None = None) -> int:
@@ -278,3 +319,61 @@ class SafetyLimiter:
     def reset_counts(self) -> None:
         for c in self.counts.values():
             c[:] = 0
+
+
+# --------------------------------------------------------------------------------- workspace
+@dataclass(frozen=True)
+class WorkspaceGuard:
+    """Cartesian last check (forward kinematics, clamp_core.world): grippers above the table, apart.
+
+    `violation(action14)` names what a 14-D command would hit, or returns "". Joint limits cannot
+    express either: a pose inside every joint range can still put the fingers into the table or into
+    the other arm. Callers hold (stop where they are) rather than clamp into a collision.
+    """
+
+    table_clearance_m: float = 0.01
+    min_gripper_distance_m: float = 0.08
+
+    LINKS = ("gripper_link", "ee_gripper_link")
+
+    @classmethod
+    def from_profile(cls, section: Mapping | None) -> WorkspaceGuard:
+        section = dict(section or {})
+        allowed = {"table_clearance_m", "min_gripper_distance_m"}
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise SafetyConfigError(f"unknown workspace key(s) {unknown}; allowed: {sorted(allowed)}")
+        guard = cls(**{k: float(v) for k, v in section.items()})
+        if guard.min_gripper_distance_m < 0:
+            raise SafetyConfigError("workspace.min_gripper_distance_m must be >= 0")
+        return guard
+
+    def points(self, action14) -> dict[str, np.ndarray]:
+        """World positions of the guarded links of each follower: {arm: (len(LINKS), 3)}."""
+        from clamp_core import world
+
+        a = np.asarray(action14, dtype=float)
+        out = {}
+        for i, arm in enumerate(rig.FOLLOWERS):
+            base = world.base_matrix(arm)
+            out[arm] = np.array([(base @ world.arm_fk(a[7 * i : 7 * i + 6], link))[:3, 3] for link in self.LINKS])
+        return out
+
+    def violation(self, action14) -> str:
+        a = np.asarray(action14, dtype=float)
+        if a.shape != (rig.ACTION_DIM,) or not np.all(np.isfinite(a)):
+            return "command is not 14 finite values"
+        from clamp_core import world
+
+        pts = self.points(a)
+        floor = world.TABLE_HEIGHT + self.table_clearance_m
+        for arm, p in pts.items():
+            low = int(np.argmin(p[:, 2]))
+            if p[low, 2] < floor:
+                z = p[low, 2]
+                return f"{arm} {self.LINKS[low]} would be at z = {z:.3f} m, below the table clearance {floor:.3f} m"
+        left, right = (pts[arm] for arm in rig.FOLLOWERS)
+        d = np.linalg.norm(left[:, None, :] - right[None, :, :], axis=-1).min()
+        if d < self.min_gripper_distance_m:
+            return f"the grippers would be {d:.3f} m apart (< {self.min_gripper_distance_m} m)"
+        return ""

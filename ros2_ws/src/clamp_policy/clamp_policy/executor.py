@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from clamp_core import rig
-from clamp_core.safety import SafetyLimiter, SafetyLimits
+from clamp_core.safety import SafetyLimiter, SafetyLimits, WorkspaceGuard
 
 
 class ExecState(str, enum.Enum):
@@ -51,6 +51,9 @@ class ExecutorConfig:
     ensemble_k: float = 0.01  # ACT's exponential weight per control step of chunk age
     chunk_timeout_s: float = 1.0  # newest chunk's observation older than this -> HOLD
     max_obs_age_s: float = 0.5  # a chunk whose observation is older on arrival is stale -> HOLD
+    # a chunk stamped later than now + this is from a clock ahead of ours: rejected (it would make
+    # every later chunk "out of order" and its age negative, so the watchdog never fires)
+    max_future_s: float = 0.05
     state_timeout_s: float = 0.25  # follower joint states older than this -> HOLD
     safe_after_s: float = 2.0  # HOLD this long -> SAFE (latched until rearm)
     safe_pose: Sequence[float] | None = None  # 14-D rest pose to move to in SAFE; None = stay
@@ -80,6 +83,7 @@ class ExecutorConfig:
             "max_following_error",
             "following_lag_s",
             "following_timeout_s",
+            "max_future_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -138,6 +142,8 @@ def make_chunk(
     pos = np.asarray(positions, dtype=float)
     if pos.ndim != 2 or pos.shape[1] != rig.ACTION_DIM or pos.shape[0] < 1:
         raise ChunkError(f"chunk positions must be (N >= 1, {rig.ACTION_DIM}); got shape {pos.shape}")
+    if not math.isfinite(float(stamp)):
+        raise ChunkError(f"chunk stamp (observation time) must be finite, got {stamp}")
     tfs = np.asarray(time_from_start, dtype=float)
     if tfs.shape != (pos.shape[0],):
         raise ChunkError(f"{tfs.size} time_from_start values for {pos.shape[0]} points")
@@ -259,8 +265,14 @@ class ChunkExecutor:
     Not thread-safe: the node serialises calls with a lock.
     """
 
-    def __init__(self, config: ExecutorConfig | None = None, limits: SafetyLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: ExecutorConfig | None = None,
+        limits: SafetyLimits | None = None,
+        guard: WorkspaceGuard | None = None,
+    ) -> None:
         self.config = (config or ExecutorConfig()).validate()
+        self.guard = guard  # Cartesian last check: grippers above the table and apart (None = off)
         limits = limits if limits is not None else SafetyLimits.from_joint_limits()
         if self.config.velocity_scale < 1:
             s = self.config.velocity_scale
@@ -282,6 +294,9 @@ class ChunkExecutor:
         self._hold_since = math.nan
         self._run_since = math.inf
         self._last_t_cmd = math.nan
+        self._last_now = -math.inf  # the previous tick's time: a step back is a clock jump
+        self._disengaged = False  # the driver left "ready" under us: restart from the measured pose
+        self.clock_jumps = 0
         self.ticks = 0
         self.commands = 0
         self.chunks_accepted = 0
@@ -319,9 +334,24 @@ class ChunkExecutor:
             return self._reject("malformed", f"malformed chunk rejected: {error}", hold=True, now=now)
         if self.state == ExecState.SAFE:
             return self._reject("safe_latched", "in SAFE state: chunk ignored until rearm()", hold=False, now=now)
+        if not math.isfinite(chunk.stamp) or not math.isfinite(now):
+            return self._reject("bad_stamp", f"chunk stamp {chunk.stamp} / time {now} not finite", hold=True, now=now)
+        if chunk.stamp > now + cfg.max_future_s:
+            return self._reject(
+                "future",
+                f"chunk stamped {chunk.stamp - now:.3f} s in the future rejected (policy and executor clocks "
+                "disagree: same use_sim_time on both?)",
+                hold=True,
+                now=now,
+            )
         if not np.all(np.isfinite(chunk.positions)):
             bad = sorted({rig.ACTION_NAMES[j] for j in np.argwhere(~np.isfinite(chunk.positions))[:, 1]})
             return self._reject("nonfinite", f"chunk with NaN/inf in {bad} rejected", hold=True, now=now)
+        if self.guard is not None:
+            for k in sorted({*range(0, len(chunk.positions), 2), len(chunk.positions) - 1}):
+                why = self.guard.violation(chunk.positions[k])
+                if why:
+                    return self._reject("workspace", f"chunk rejected at point {k}: {why}", hold=True, now=now)
         age = now - chunk.stamp
         if age > cfg.max_obs_age_s:
             return self._reject(
@@ -360,10 +390,32 @@ class ChunkExecutor:
         """The 14-D command for this tick, or None when nothing should be commanded (IDLE)."""
         cfg = self.config
         self.ticks += 1
+        if not math.isfinite(now):
+            raise ValueError(f"tick time must be finite, got {now}")
+        if now < self._last_now - 1e-9:
+            self._clock_jumped(now)
+        self._last_now = now
         t_cmd = now + cfg.exec_latency_s
-        state_fresh = now - self._state_stamp <= cfg.state_timeout_s
+        state_fresh = 0.0 <= now - self._state_stamp <= cfg.state_timeout_s
 
         driver_ready = self.driver_state in (None, "ready")
+        if not driver_ready and self.state in (ExecState.RUNNING, ExecState.HOLD, ExecState.SAFE):
+            # The driver does not take commands now (restarting, moving to its start pose): stop
+            # commanding. When it is back, hold where the arm is then, never the pose from before.
+            if self.state == ExecState.RUNNING:
+                self._hold(t_cmd, f"arm driver is {self.driver_state}, not ready")
+            self._disengaged = True
+            self.reason = f"arm driver is {self.driver_state}: not commanding"
+            if self.state == ExecState.HOLD and now - self._hold_since > cfg.safe_after_s:
+                self._enter_safe(t_cmd)
+            return None
+        if self._disengaged:
+            if self._state_pos is None or not state_fresh:
+                return None
+            self._disengaged = False
+            self.limiter.reset(self._state_pos)
+            self._source = _Const(self._state_pos)
+            self._last_t_cmd = math.nan
         if self.state == ExecState.HOLD and self._pending and state_fresh and driver_ready:
             self._start(t_cmd)
         elif self.state == ExecState.IDLE and self._pending and state_fresh:
@@ -389,17 +441,62 @@ class ChunkExecutor:
             self._enter_safe(t_cmd)
         if self.state == ExecState.IDLE:
             return None
+        if self.state == ExecState.SAFE and self._safe_done(t_cmd):
+            return None  # stopped (and at safe_pose if any): SAFE commands nothing until rearm()
 
         target = self._source.sample(t_cmd)
         if isinstance(self._source, _Blend) and self._source.done(t_cmd):
             self._source = self._source.b  # collapse finished blends
+        previous = self.limiter.position
         out = self.limiter.limit(target)
+        if self.guard is not None:
+            why = self.guard.violation(out)
+            if why and not self.guard.violation(previous):
+                # hold where the arm is rather than clamp into a collision (a stop would coast into it)
+                self.limiter.reset(previous)
+                out = previous
+                self._hold(t_cmd, f"workspace guard: {why}")
+                self._source = _Const(previous)
         self._last_t_cmd = t_cmd
         self._sent.append((t_cmd, out))
         self.commands += 1
         return out
 
     # ------------------------------------------------------------------------------- internals
+    def _safe_done(self, t_cmd: float) -> bool:
+        if not self.limiter.seeded or self._source is None:
+            return True
+        if not self.limiter.at_rest:
+            return False
+        goal = self._source.sample(t_cmd + 1.0)  # where the source is heading
+        return bool(np.abs(goal - self.limiter.position).max() < 1e-9)
+
+    def _clock_jumped(self, now: float) -> None:
+        """Time went backwards (sim reset, bag loop): every stored time is from another time line."""
+        self.clock_jumps += 1
+        self._warn(f"clock jumped back from {self._last_now:.3f} s to {now:.3f} s: chunks and states forgotten")
+        self._newest = None
+        self._ensemble = None
+        self._pending = False
+        self._state_stamp = -math.inf
+        self._recent.clear()
+        self._sent.clear()
+        self._last_t_cmd = math.nan
+        self._run_since = math.inf
+        if self.state in (ExecState.RUNNING, ExecState.HOLD):
+            # keep still at the last command (a stop on the old time line would replay its past)
+            self.state = ExecState.HOLD
+            self.holds += 1
+            self.reason = "clock jumped back"
+            self._hold_since = now
+            if self.limiter.seeded:
+                self.limiter.reset(self.limiter.position, self.limiter.velocity)
+                self._source = _Stop(
+                    self.limiter.position, self.limiter.velocity, self.limiter.limits.acceleration, now
+                )
+        elif self.state == ExecState.SAFE and self.limiter.seeded:
+            self._source = _Const(self.limiter.position)
+
     def _settled(self, now: float) -> bool:
         cfg = self.config
         while self._recent and self._recent[0][0] < now - cfg.settle_s:

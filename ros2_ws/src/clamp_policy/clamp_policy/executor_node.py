@@ -147,6 +147,7 @@ class SimTicker:
         self.active = active
         self._cond = threading.Condition()
         self._now: float | None = None
+        self._jumped = False
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="clamp-executor-simtick", daemon=True)
 
@@ -162,7 +163,13 @@ class SimTicker:
 
     def on_clock(self, t: float) -> None:
         with self._cond:
-            if self._now is None or t > self._now:
+            if self._now is not None and t < self._now - self.period:
+                # the clock went back (clamp_sim reset, a looped bag): start a new grid there; the
+                # executor sees the step back and forgets what it knew from the old time line
+                self._jumped = True
+                self._now = t
+                self._cond.notify_all()
+            elif self._now is None or t > self._now:
                 self._now = t
                 self._cond.notify_all()
 
@@ -172,12 +179,14 @@ class SimTicker:
         while True:
             with self._cond:
                 while not self._stop and (
-                    self._now is None or (nxt is not None and self._now / self.period + eps < nxt)
+                    self._now is None or (not self._jumped and nxt is not None and self._now / self.period + eps < nxt)
                 ):
                     self._cond.wait(0.1)
                 if self._stop:
                     return
                 now = self._now
+                if self._jumped:
+                    self._jumped, nxt = False, None
             last_due = math.floor(now / self.period + eps)
             if nxt is None:
                 nxt = last_due  # start on the current grid point
@@ -205,12 +214,13 @@ class ChunkExecutorNode(Node):
         prof, overrides = load_profile_section(profile, "policy", "executor")
         cfg = declare_dataclass_params(self, ExecutorConfig, overrides)
         self.config = ExecutorConfig(**cfg).validate()
-        limits = None
+        limits = guard = None
         gripper = rig.FOLLOWER_GRIPPER
         if prof is not None:
-            from clamp_core.profile import gripper_calibration, safety_limits
+            from clamp_core.profile import gripper_calibration, safety_limits, workspace_guard
 
             limits = safety_limits(prof)
+            guard = workspace_guard(prof)
             gripper = gripper_calibration(prof, "follower")
         # SCHED_FIFO priority of the tick thread (as ros2_control does); falls back to normal scheduling
         # with a warning where not permitted (needs root or an rtprio limit in limits.conf). 0 = off.
@@ -223,7 +233,7 @@ class ChunkExecutorNode(Node):
         if switch > 0:
             sys.setswitchinterval(switch)
 
-        self.core = ChunkExecutor(self.config, limits)
+        self.core = ChunkExecutor(self.config, limits, guard)
         self._lock = threading.Lock()
         self._followers = FollowerState(gripper)
         self.tick_stats = TickStats()
@@ -352,6 +362,7 @@ class ChunkExecutorNode(Node):
             return
         msg = self._JointState()
         msg.header.stamp = s_to_stamp(now)
+        msg.header.frame_id = rig.COMMAND_SOURCE_EXECUTOR  # the arm driver takes commands from its mode's owner
         msg.name = list(rig.ACTION_NAMES)
         msg.position = cmd.tolist()
         self._cmd_pub.publish(msg)

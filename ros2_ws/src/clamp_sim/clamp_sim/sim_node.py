@@ -69,6 +69,7 @@ class SimNode(Node):
             str(get("task")), image_size=(int(get("image_height")), int(get("image_width"))), cameras=cams
         )
         self.sim.reset(self.seed)
+        self._t_offset = 0.0  # added to MuJoCo time so that ROS time never goes back on a reset
         self.lock = threading.Lock()
         self.modes: dict[str, str] = {}
 
@@ -168,9 +169,16 @@ class SimNode(Node):
             )
         return res
 
+    def _now_ns(self) -> int:
+        """ROS time of the simulation (monotonic across resets)."""
+        return int(round((self._t_offset + self.sim.time) * 1e9))
+
     def on_reset(self, req, res):
         with self.lock:
             self.seed += 1
+            # ROS time never goes back: a reset continues the clock (MuJoCo restarts at t = 0); nodes
+            # on sim time (the chunk executor's ticker, TF buffers) would otherwise stall or mix episodes
+            self._t_offset += self.sim.time
             self.sim.reset(self.seed)
             self._reset_pending = True
         res.success, res.message = True, f"reset {self.sim.task.name} with seed {self.seed}"
@@ -178,7 +186,7 @@ class SimNode(Node):
 
     # ---------------------------------------------------------------------------- publishing
     def publish_static(self) -> None:
-        ns = int(self.sim.time * 1e9)
+        ns = self._now_ns()
         tf = TFMessage(
             transforms=[matrix_to_transform(T, parent, child, ns) for parent, child, T in static_tf(self.sim)]
         )
@@ -225,7 +233,7 @@ class SimNode(Node):
                         self._reset_pending = False
                         wall0, sim0, next_cam = time.monotonic(), self.sim.time, self.sim.time
                         self.publish_static()
-                    ns = int(round(self.sim.time * 1e9))
+                    ns = self._now_ns()
                     self._publish_state(ns)
                     if cam_dt is not None and self.sim.time + 1e-9 >= next_cam:
                         self._publish_frames(ns)
