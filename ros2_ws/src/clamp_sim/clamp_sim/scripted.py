@@ -435,7 +435,88 @@ class PlaceCubePolicy(ScriptedPolicy):
         return {"follower_left": left, "follower_right": right}
 
 
-POLICIES = {"transfer_cube": TransferCubePolicy, "insertion": InsertionPolicy, "place_cube": PlaceCubePolicy}
+class _PickAndRelease(ScriptedPolicy):
+    """Right arm picks the red cube (fingers tilted 60 deg down), carries it over `release_at(obs)`
+    (where the cube's centre should be when let go), lowers it there, lets go and backs off."""
+
+    nominal_end = 340
+
+    def release_at(self, obs: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def plan(self, obs):
+        cube, place = _obj(obs, "red cube"), self.release_at(obs)
+        rp, rR = self.home("follower_right")
+        lp, lR = self.home("follower_left")
+        pick = pitched(np.array([-1.0, 0.0]), 60)
+        carry = max(place[2], cube[2]) + 0.08 + self.jitter(0.02)[0]  # a hand's height above both
+        grasp = cube + [0, 0, 0.005]
+        release = place + [0, 0, 0.01]
+        retreat = release + [0.05, 0, 0.1] + self.jitter(0.02, 0.02, 0.02)
+        right = [
+            Waypoint(0, rp, rR, 1.0),
+            Waypoint(80, grasp + [0, 0, 0.075] + self.jitter(0.01, 0.01, 0.015), pick, 1.0),
+            Waypoint(120, grasp, pick, 1.0),
+            Waypoint(140, grasp, pick, 0.0),
+            Waypoint(190, np.r_[cube[:2], carry], pick, 0.0),
+            Waypoint(250, np.r_[place[:2], carry], pick, 0.0),
+            Waypoint(280, release, pick, 0.0),
+            Waypoint(300, release, pick, 1.0),
+            Waypoint(340, retreat, pick, 1.0),
+        ]
+        return {"follower_left": [Waypoint(0, lp, lR, 1.0)], "follower_right": right}
+
+
+class StackCubePolicy(_PickAndRelease):
+    def release_at(self, obs):
+        from clamp_sim.tasks import StackCube
+
+        return _obj(obs, "blue cube") + [0, 0, StackCube.BLUE + StackCube.RED + 0.003]
+
+
+class CubeInBinPolicy(_PickAndRelease):
+    """Lets go with the cube 2 cm above the walls, over the bin's centre: it drops in."""
+
+    def release_at(self, obs):
+        from clamp_sim.tasks import CubeInBin
+
+        return _obj(obs, "blue bin") + [0, 0, CubeInBin.HEIGHT + 0.02 + 0.02]
+
+
+class OpenDrawerPolicy(ScriptedPolicy):
+    """Right arm closes its fingers (nearly level, 15 deg down) around the vertical handle bar from
+    the front, pulls the drawer 11.5 cm straight out, lets go and backs off."""
+
+    nominal_end = 300
+
+    def plan(self, obs):
+        from clamp_sim.tasks import OpenDrawer
+
+        h = _obj(obs, "drawer handle")
+        rp, rR = self.home("follower_right")
+        lp, lR = self.home("follower_left")
+        grip = pitched(np.array([-1.0, 0.0]), 15)
+        out = np.array([OpenDrawer.OPEN + 0.025, 0.0, 0.0])
+        right = [
+            Waypoint(0, rp, rR, 1.0),
+            Waypoint(90, h + [0.09, 0, 0.02] + self.jitter(0.02, 0.02, 0.02), grip, 1.0),
+            Waypoint(130, h, grip, 1.0),
+            Waypoint(150, h, grip, 0.0),
+            Waypoint(230, h + out, grip, 0.0),
+            Waypoint(250, h + out, grip, 1.0),
+            Waypoint(300, h + out + [0.08, 0, 0.05] + self.jitter(0.02, 0.02, 0.02), grip, 1.0),
+        ]
+        return {"follower_left": [Waypoint(0, lp, lR, 1.0)], "follower_right": right}
+
+
+POLICIES = {
+    "transfer_cube": TransferCubePolicy,
+    "insertion": InsertionPolicy,
+    "place_cube": PlaceCubePolicy,
+    "stack_cube": StackCubePolicy,
+    "cube_in_bin": CubeInBinPolicy,
+    "open_drawer": OpenDrawerPolicy,
+}
 
 
 def make_scripted_policy(task: str) -> ScriptedPolicy:

@@ -92,7 +92,11 @@ class Task:
             self.place(model, data, body, xyz)
 
     def place(self, model, data, body: str, xyz, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
-        """Put a free body at a pose (zero velocity)."""
+        """Put a free body (or a fixture: a mocap body) at a pose (zero velocity)."""
+        mocap = model.body_mocapid[model.body(body).id]
+        if mocap >= 0:
+            data.mocap_pos[mocap], data.mocap_quat[mocap] = xyz, quat
+            return
         j = model.joint(f"{body}_joint").id
         adr, dadr = model.jnt_qposadr[j], model.jnt_dofadr[j]
         data.qpos[adr : adr + 7] = [*xyz, *quat]
@@ -267,7 +271,192 @@ class PlaceCube(Task):
         return 0.25 if held else 0.0
 
 
-TASKS = {"transfer_cube": TransferCube, "insertion": Insertion, "place_cube": PlaceCube}
+def _held(pairs, geoms) -> bool:
+    return _touch(pairs, geoms, _FINGERS["right"] + _FINGERS["left"])
+
+
+class StackCube(Task):
+    """Stack the small red cube on the larger blue cube (3D precision: 2.5 cm in xy, on its top face)."""
+
+    RED, BLUE = 0.02, 0.025  # half sizes
+
+    def __init__(self) -> None:
+        super().__init__(
+            "stack_cube", "stack the red cube on the blue cube", {"red cube": "red_cube", "blue cube": "blue_cube"}
+        )
+
+    def add_objects(self, spec):
+        _add_free_box(
+            spec, "red_cube", (0.15, 0.5, self.RED), [("red_box", [self.RED] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05
+        )
+        _add_free_box(
+            spec, "blue_cube", (-0.05, 0.5, self.BLUE), [("blue_box", [self.BLUE] * 3, [0, 0, 0], [0, 0.2, 1, 1])], 0.2
+        )
+
+    def sample(self, rng):
+        red = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.42, 0.6), self.RED])
+        blue = np.array([rng.uniform(-0.12, -0.02), rng.uniform(0.42, 0.6), self.BLUE])
+        return {"red_cube": red, "blue_cube": blue}
+
+    def stage(self, pairs, model, data):
+        red, blue = data.xpos[model.body("red_cube").id], data.xpos[model.body("blue_cube").id]
+        held, lifted = _held(pairs, ("red_box",)), ("red_box", "table") not in pairs
+        aligned = np.linalg.norm(red[:2] - blue[:2]) < self.BLUE
+        on_top = red[2] - blue[2] > self.RED + self.BLUE - 0.005
+        blue_down = ("blue_box", "table") in pairs and not _held(pairs, ("blue_box",))
+        if ("red_box", "blue_box") in pairs and aligned and on_top and blue_down and not held and lifted:
+            return GOAL  # stacked, released, the blue cube still on the table
+        if held and lifted:
+            return 0.75 if aligned and red[2] > blue[2] + self.BLUE else 0.5
+        return 0.25 if held else 0.0
+
+
+class CubeInBin(Task):
+    """Put the red cube into an open blue bin: lift it over the 6 cm walls and drop it through the
+    8 cm opening (2 cm either side of the 4 cm cube)."""
+
+    INNER, WALL, HEIGHT = 0.04, 0.005, 0.06  # inner half width, wall half thickness, wall height
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cube_in_bin", "put the red cube into the blue bin", {"red cube": "red_cube", "blue bin": "blue_bin"}
+        )
+
+    def add_objects(self, spec):
+        _add_free_box(spec, "red_cube", (0.15, 0.5, 0.02), [("red_box", [0.02] * 3, [0, 0, 0], [1, 0, 0, 1])], 0.05)
+        a, w, h = self.INNER, self.WALL, self.HEIGHT / 2
+        blue = [0.1, 0.3, 0.9, 1]
+        _add_free_box(
+            spec,
+            "blue_bin",
+            (-0.05, 0.5, 0.0),
+            [
+                ("bin_floor", [a + 2 * w, a + 2 * w, w], [0, 0, w], blue),
+                ("bin_wall_px", [w, a + 2 * w, h], [a + w, 0, h], blue),
+                ("bin_wall_nx", [w, a + 2 * w, h], [-a - w, 0, h], blue),
+                ("bin_wall_py", [a, w, h], [0, a + w, h], blue),
+                ("bin_wall_ny", [a, w, h], [0, -a - w, h], blue),
+            ],
+            0.5,
+        )
+
+    BIN = ("bin_floor", "bin_wall_px", "bin_wall_nx", "bin_wall_py", "bin_wall_ny")
+
+    def sample(self, rng):
+        cube = np.array([rng.uniform(0.1, 0.2), rng.uniform(0.42, 0.6), 0.02])
+        bin_ = np.array([rng.uniform(-0.12, -0.02), rng.uniform(0.42, 0.6), 0.0])
+        return {"red_cube": cube, "blue_bin": bin_}
+
+    def inside(self, model, data) -> bool:
+        b = model.body("blue_bin").id
+        rel = data.xmat[b].reshape(3, 3).T @ (data.xpos[model.body("red_cube").id] - data.xpos[b])
+        return bool(np.all(np.abs(rel[:2]) < self.INNER) and rel[2] < self.HEIGHT)
+
+    def stage(self, pairs, model, data):
+        held = _held(pairs, ("red_box",))
+        if self.inside(model, data) and not held and not _held(pairs, self.BIN):
+            return GOAL  # in the bin, released
+        cube, bin_ = data.xpos[model.body("red_cube").id], data.xpos[model.body("blue_bin").id]
+        if held and ("red_box", "table") not in pairs:
+            over = np.all(np.abs(cube[:2] - bin_[:2]) < self.INNER) and cube[2] > self.HEIGHT
+            return 0.75 if over else 0.5
+        return 0.25 if held else 0.0
+
+
+class OpenDrawer(Task):
+    """Pull the drawer of a small cabinet open by its handle (at least 9 cm) and let go. The cabinet is
+    fixed to the table (a mocap body at a seeded pose); the drawer slides on a damped joint."""
+
+    OPEN = 0.09  # m of travel that counts as open
+    TRAVEL = 0.14
+    HALF = (0.08, 0.1, 0.05)  # cabinet half sizes (x depth, y width, z height)
+    HANDLE_OFF = 0.045  # handle bar centre in front of the drawer front
+
+    def __init__(self) -> None:
+        super().__init__(
+            "open_drawer",
+            "open the drawer by pulling its handle",
+            {"drawer": "drawer", "drawer handle": "drawer_handle", "cabinet": "cabinet"},
+        )
+
+    def add_objects(self, spec):
+        dx, dy, dz = self.HALF
+        wood, front = [0.55, 0.4, 0.25, 1], [0.85, 0.75, 0.2, 1]
+        t = 0.005  # wall half thickness
+        cab = spec.worldbody.add_body(name="cabinet", pos=[-0.05, 0.5, dz], mocap=True)
+        for name, size, pos in (
+            ("cabinet_top", [dx, dy, t], [0, 0, dz - t]),
+            ("cabinet_bottom", [dx, dy, t], [0, 0, -dz + t]),
+            ("cabinet_back", [t, dy, dz], [-dx + t, 0, 0]),
+            ("cabinet_left", [dx, t, dz], [0, dy - t, 0]),
+            ("cabinet_right", [dx, t, dz], [0, -dy + t, 0]),
+        ):
+            cab.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=pos, rgba=wood)
+        # The drawer slides on its joint inside the cabinet; its front covers the opening, so contacts
+        # between the two are excluded (a mocap parent is welded to the world: no parent-child filter).
+        drawer = cab.add_body(name="drawer", pos=[0.0, 0.0, 0.0])
+        spec.add_exclude(bodyname1="cabinet", bodyname2="drawer")
+        drawer.add_joint(
+            name="drawer_joint",
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=[1, 0, 0],
+            range=[0.0, self.TRAVEL],
+            damping=8.0,
+            frictionloss=0.5,
+            armature=0.05,
+        )
+        _inertia(drawer, 0.3)
+        ix, iy, iz = dx - 0.015, dy - 0.015, dz - 0.015
+        for name, size, pos, rgba in (
+            ("drawer_bottom", [ix, iy, t], [0.0, 0, -iz + t], wood),
+            ("drawer_front", [t, dy - 0.006, dz - 0.006], [dx - t, 0, 0], front),
+            ("drawer_back", [t, iy, iz], [-ix + t, 0, 0], wood),
+            ("drawer_left", [ix, t, iz], [0, iy - t, 0], wood),
+            ("drawer_right", [ix, t, iz], [0, -iy + t, 0], wood),
+        ):
+            drawer.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=pos, rgba=rgba, **_OBJ)
+        # a vertical bar 4 cm off the front (room for the fingertips), as thick as insertion's peg
+        handle = drawer.add_body(name="drawer_handle", pos=[dx + self.HANDLE_OFF, 0, 0.0])
+        _inertia(handle, 0.02)
+        handle.add_geom(
+            name="handle_bar", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.01, 0.01, 0.035], rgba=[0.2, 0.2, 0.2, 1], **_OBJ
+        )
+        for side in (-1, 1):
+            handle.add_geom(
+                name=f"handle_post_{'l' if side > 0 else 'r'}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[self.HANDLE_OFF / 2, 0.005, 0.005],
+                pos=[-self.HANDLE_OFF / 2, 0, side * 0.03],
+                rgba=[0.2, 0.2, 0.2, 1],
+                **_OBJ,
+            )
+
+    HANDLE = ("handle_bar", "handle_post_l", "handle_post_r")
+
+    def sample(self, rng):
+        return {"cabinet": np.array([rng.uniform(-0.12, -0.02), rng.uniform(0.44, 0.58), self.HALF[2]])}
+
+    def opening(self, model, data) -> float:
+        return float(data.qpos[model.jnt_qposadr[model.joint("drawer_joint").id]])
+
+    def stage(self, pairs, model, data):
+        held = _held(pairs, self.HANDLE)
+        frac = min(self.opening(model, data) / self.OPEN, 1.0)
+        if frac >= 1.0 and not held and not _held(pairs, ("drawer_front",)):
+            return GOAL  # open, released
+        if held:
+            return 0.25 + 0.5 * frac
+        return 0.5 * frac
+
+
+TASKS = {
+    "transfer_cube": TransferCube,
+    "insertion": Insertion,
+    "place_cube": PlaceCube,
+    "stack_cube": StackCube,
+    "cube_in_bin": CubeInBin,
+    "open_drawer": OpenDrawer,
+}
 
 
 def make_task(name: str) -> Task:
