@@ -75,7 +75,7 @@ if ! fresh pip "$PIP_STAMP"; then
   else
     say "ROS 2 $ROS_DISTRO is sourced: using it, installing no ROS wheels; pins from requirements/robot-py310.txt"
     quiet_pip install -q --disable-pip-version-check -r requirements/robot-py310.txt
-    quiet_pip install -q --disable-pip-version-check ruff pytest pytest-timeout pytest-rerunfailures  # `make test` on the robot
+    quiet_pip install -q --disable-pip-version-check ruff pytest pytest-timeout  # `make test` on the robot
   fi
   quiet_pip install -q --disable-pip-version-check --no-deps -e training -e demo
   echo "$PIP_STAMP" > "$STAMPS/pip"

@@ -1,7 +1,13 @@
-"""Real-ROS test harness: an isolated rclpy context spun by a background executor.
+"""Real-ROS test harness: an isolated rclpy context; every node spun by its own executor thread.
 
 Nodes under test talk over real DDS (Fast DDS on loopback). Each pytest session gets its own
 ROS_DOMAIN_ID (see conftest.py) so parallel runs on one machine never see each other.
+
+Why one executor per node (issue 17): all nodes of a test in one rclpy MultiThreadedExecutor cost
+~3x the CPU per message of a SingleThreadedExecutor (`python -m clamp_bringup.bench --executors`);
+on a loaded 2-core machine the executor fell behind and KEEP_LAST queues silently overflowed, so
+nodes received 20-40% of their messages. Here each node gets `clamp_core.ros.make_executor(node)`
+(what `spin_node` runs it with on the robot) in its own thread, as if it were its own process.
 """
 
 from __future__ import annotations
@@ -16,36 +22,83 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from clamp_core.ros import make_executor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 
+class NodeExecutors:
+    """Executor-like (add_node / remove_node / shutdown): each node spun by its own executor thread.
+
+    Passed where an executor is expected (clamp_bringup.runner.start_graph(executor=...)).
+    """
+
+    def __init__(self, context, errors: list[str]) -> None:
+        self.context = context
+        self.errors = errors  # tracebacks raised by callbacks in the spin threads
+        self._spun: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
+        self._lock = threading.Lock()
+
+    def add_node(self, node: Node) -> bool:
+        executor = make_executor(node, context=self.context)
+        executor.add_node(node)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._spin, args=(executor, stop), name=f"spin {node.get_name()}", daemon=True)
+        with self._lock:
+            self._spun[id(node)] = (executor, stop, thread)
+        thread.start()
+        return True
+
+    def _spin(self, executor, stop: threading.Event) -> None:
+        # A callback that raises must not stop the node (its clock would freeze and the failure
+        # would show up as an unrelated timeout): keep spinning, report at shutdown.
+        while self.context.ok() and not stop.is_set():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if not self.context.ok() or stop.is_set():
+                    return
+                self.errors.append(traceback.format_exc())
+
+    def remove_node(self, node: Node) -> None:
+        """Stop spinning `node` (joins its thread first: nothing is destroyed under a waiting executor)."""
+        with self._lock:
+            entry = self._spun.pop(id(node), None)
+        if entry is None:
+            return
+        executor, stop, thread = entry
+        stop.set()
+        thread.join(timeout=5.0)
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0.5)
+
+    def get_nodes(self) -> list:
+        return []
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        with self._lock:
+            entries = list(self._spun.values())
+            self._spun.clear()
+        for _, stop, _ in entries:
+            stop.set()
+        for executor, _, thread in entries:
+            thread.join(timeout=5.0)
+            executor.shutdown(timeout_sec=0.5)
+        return True
+
+
 class RosHarness:
-    """Owns one rclpy context; nodes added here are spun in a background thread."""
+    """Owns one rclpy context; nodes added here are spun, each by its own executor thread."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.errors: list[str] = []
+        self.executor = NodeExecutors(self.context, self.errors)
         self._nodes: list[Node] = []
-        self.errors: list[str] = []  # tracebacks raised by callbacks in the spin thread
         self._waiters = 0
-        self._thread = threading.Thread(target=self._spin, name="ros-harness-spin", daemon=True)
-        self._thread.start()
         self._probe = self.node("harness_probe")
-
-    def _spin(self) -> None:
-        # A callback that raises must not stop every other node of the test (their clocks would
-        # freeze and the failure would show up as an unrelated timeout): keep spinning, report at
-        # shutdown.
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok():
-                    return
-                self.errors.append(traceback.format_exc())
 
     def node(self, name: str, **kwargs) -> Node:
         """Create a node in this context and spin it."""
@@ -117,9 +170,8 @@ class RosHarness:
         for node in self._nodes:
             self.executor.remove_node(node)
             node.destroy_node()
+        self.executor.shutdown()
         rclpy.shutdown(context=self.context)
-        self.executor.shutdown(timeout_sec=1.0)
-        self._thread.join(timeout=2.0)
         if self.errors:
             warnings.warn(
                 f"{len(self.errors)} exception(s) in ROS callbacks during the test; first:\n{self.errors[0]}",

@@ -96,11 +96,6 @@ def test_replay_cli(ros, tmp_path):
     assert [int(m.position[0]) for m in got] == list(range(25))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky since 11:30 on 2026-11-25: the in-process perception node sometimes never receives the replayed "
-    "/tf_static (no views, so no chunks); under investigation, see the stop note",
-)
 def test_replay_reports_open_loop_error_of_a_policy(tmp_path):
     """`replay BAG --checkpoint DIR`: perception + inference run on the replayed bag; chunks are scored."""
     torch = pytest.importorskip("torch")

@@ -294,7 +294,11 @@ def test_torch_backend_matches_numpy(scene_frames, pipeline):
         got, cloud = pipeline.process(frames, wrists)
     finally:
         pipeline.set_backend("numpy")
-    np.testing.assert_array_equal(cloud, cloud_ref)
+    # Same points, not the same bits: torch and numpy order float32 sums differently (BLAS, fused
+    # multiply-add), a few ulp = ~1e-7 m at a metre from the origin. 1 um is 2000x below the 2 mm
+    # rendering resolution this cloud feeds, and still catches any real transform or masking error.
+    assert cloud.shape == cloud_ref.shape
+    np.testing.assert_allclose(cloud, cloud_ref, rtol=0, atol=1e-6)
     hit_ref, hit = ref[..., 0] > 0, got[..., 0] > 0
     assert (hit_ref == hit).mean() > 0.999
     both = hit_ref & hit

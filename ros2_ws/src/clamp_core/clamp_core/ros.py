@@ -3,7 +3,7 @@
 - QoS: `latched_publisher_qos()` / `latched_subscriber_qos()` (RELIABLE + TRANSIENT_LOCAL, for latched
   topics such as /tf_static, /clamp/task, the driver state), `reliable_qos()`, `best_effort_qos()`,
   `sensor_qos()`;
-- `spin_node` / `spin_until`: the one `main()` of every node. rclpy's own signal handler would shut
+- `spin_node` / `spin_until` / `make_executor`: the one `main()` of every node. rclpy's own signal handler would shut
   the context down before a node's shutdown step can still publish (the arm driver's sleep pose,
   the recorder closing its bag), so signals are handled here;
 - `publish_status`: one /diagnostics DiagnosticStatus;
@@ -68,7 +68,7 @@ def sensor_qos():
 def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable[[object], None] | None = None) -> None:
     """Run `make_node()` until SIGINT/SIGTERM (or its context shuts down), then `on_shutdown(node)`."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -80,7 +80,7 @@ def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
     node = make_node()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = make_executor(node)
     executor.add_node(node)
     spinner = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)
     spinner.start()
@@ -99,6 +99,24 @@ def spin_node(make_node: Callable[..., object], args=None, on_shutdown: Callable
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def make_executor(node, context=None):
+    """The executor for one node: single-threaded unless the node has callback groups of its own.
+
+    rclpy's MultiThreadedExecutor costs ~3x the CPU per message of the SingleThreadedExecutor (a
+    thread-pool future per callback, all threads contending for the GIL; measured by
+    `python -m clamp_bringup.bench --executors`). On a loaded 2-core machine that overhead is what
+    made nodes fall behind and lose 50-75% of their messages from KEEP_LAST queues. Only nodes that
+    put callbacks in separate groups (so a slow one does not block the others) need threads.
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    entities = [*node.subscriptions, *node.timers, *node.services, *node.clients, *node.waitables]
+    groups = len({id(e.callback_group) for e in entities} | {id(node.default_callback_group)})
+    if groups <= 1:
+        return SingleThreadedExecutor(context=context)
+    return MultiThreadedExecutor(num_threads=groups, context=context)
 
 
 def spin_until(executor, stop: threading.Event) -> None:
