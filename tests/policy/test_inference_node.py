@@ -94,9 +94,13 @@ def test_chunks_stamped_with_the_observation_every_k_steps(ros, policy_dir):
             np.testing.assert_allclose(tfs, np.arange(rig.CHUNK_LENGTH) * DT, atol=1e-9)
             pos = np.array([p.positions for p in msg.points])
             assert pos.shape == (50, 14) and np.all(np.isfinite(pos))
-            # stamped with the observation (a published views stamp), not the publish time
-            assert min(abs(stamp_s(msg.header.stamp) - s) for s in views.stamps) < 1e-6
+            # stamped with the arm state the policy saw (chunk point 0 = the target for that time, as in
+            # training), not with the older views' stamp nor the publish time
+            t = stamp_s(msg.header.stamp)
+            assert abs(t / sim.step - round(t / sim.step)) < 1e-6, f"{t} is not a joint-state time"
+            assert any(0.0 <= t - s <= 0.5 for s in views.stamps), "views older than max_obs_age_s were used"
         stamps = [stamp_s(m.header.stamp) for m in chunks]
+        # one chunk per observation: never two with the same stamp (the executor drops the second)
         assert all(b > a for a, b in zip(stamps, stamps[1:], strict=False))
         s = node.stats()
         assert s["ready"] and s["published"] >= 3 and s["inference_ms_median"] > 0 and s["errors"] == 0
@@ -150,4 +154,51 @@ def test_inference_feeds_the_executor_on_sim_time(ros, policy_dir):
         assert np.all(steps <= ex.core.limiter.limits.velocity * DT + 1e-6)  # untrained policy: still safe
     finally:
         views.stop()
+        sim.stop()
+
+
+def test_rgb_policy_infers_on_the_colour_cameras_it_names(ros, tmp_path):
+    """A policy with rgb.cameras subscribes to those cameras' colour topics; without them (or with
+    stale ones) it infers on nothing, with them it publishes chunks, stamped with the arm state."""
+    from clamp_policy.models.config import ImageEncoderConfig, RgbConfig
+
+    torch.manual_seed(0)
+    cams = ["cam_high", "cam_right_wrist"]
+    cfg = tiny_config(image_encoder=ImageEncoderConfig(type="none"), rgb=RgbConfig(cameras=cams, size=[24, 32]))
+    policy_dir = str(save_policy(DiffusionPolicy(cfg), tmp_path / "rgb_policy"))
+    chunks_rx = Collector(ros, rig.ACTION_CHUNK_TOPIC, JointTrajectory)
+    sim = SimClock(ros).start()
+    pubs = {c: ros.publisher(Image, rig.color_topic(c)) for c in cams}
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    node = ros.add(
+        InferenceNode(
+            context=ros.context,
+            parameter_overrides=sim_params(
+                checkpoint=policy_dir, replan_every=10, num_inference_steps=3, warmup_runs=1
+            ),
+        )
+    )
+    try:
+        wait_ready(node, 60.0)
+        wait_until(lambda: node.stats()["skipped_no_rgb"] > 0, 20.0, "inference to wait for colour images")
+        assert node.published == 0
+        stop = threading.Event()
+
+        def publish_rgb():
+            while not stop.is_set():
+                for c in cams:
+                    pubs[c].publish(numpy_to_image(img, "rgb8", stamp=int(round(sim.now() * 1e9)), frame_id=c))
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=publish_rgb, daemon=True)
+        thread.start()
+        try:
+            chunks = chunks_rx.wait(count=2, timeout=30.0)
+        finally:
+            stop.set()
+            thread.join(2.0)
+        pos = np.array([p.positions for p in chunks[-1].points])
+        assert pos.shape == (rig.CHUNK_LENGTH, rig.ACTION_DIM) and np.all(np.isfinite(pos))
+        wait_until(lambda: node.stats()["skipped_stale_rgb"] > 0, 20.0, "inference to skip stale colour images")
+    finally:
         sim.stop()

@@ -1,10 +1,17 @@
 """InferenceNode: runs the exported policy on live observations and publishes action chunks.
 
-Subscribes  /clamp/views (sensor_msgs/Image 32FC4, tiled 224 x 224*V, stamp = observation time),
-            /<follower>/joint_states, /clamp/task (std_msgs/String), and rig.JOINT_COMMAND_TOPIC
-            (the executed targets, for policies that take an action history).
+Subscribes  /clamp/views (sensor_msgs/Image 32FC4, tiled 224 x 224*V, stamp = observation time)
+            when the policy takes views, the colour images (rig.color_topic) of the policy's
+            rgb.cameras, /<follower>/joint_states, /clamp/task (std_msgs/String), and
+            rig.JOINT_COMMAND_TOPIC (the executed targets, for policies that take an action history).
 Publishes   /clamp/action_chunk (trajectory_msgs/JointTrajectory: rig.ACTION_NAMES, point i at
-            time_from_start = i / CONTROL_HZ, header.stamp = the observation's stamp) and /diagnostics.
+            time_from_start = i / CONTROL_HZ) and /diagnostics.
+
+Chunk alignment, the same as in training and in `clamp_training evaluate`: chunk point 0 is the
+target for the time of the arm state the policy saw, and the images are the newest ones not after
+it. So header.stamp = the joint states' stamp (not the views' stamp, which is older by the
+perception time: stamping with it made every chunk play early by the views' age). An observation
+whose state stamp is not newer than the last one inferred on is not inferred on again.
 
 Every `replan_every` control steps (node clock: sim time in simulation) the newest observation goes
 to a single worker thread (inference.InferenceWorker); callbacks never block on the model. The
@@ -102,11 +109,22 @@ class InferenceNode(Node):
         self._lock = threading.Lock()
         self._views_msg = None
         self._views_stamp: float | None = None
+        self._rgb_msgs: dict[str, object] = {}
+        self._last_obs_stamp = -float("inf")
         self._task = ""
         self._followers = FollowerState(gripper)
         self._history = ActionHistory(self.runner.history_length)
         self.published = 0
-        self.skipped: dict[str, int] = {"busy": 0, "stale_views": 0, "no_views": 0, "no_state": 0, "bad_input": 0}
+        self.skipped: dict[str, int] = {
+            "busy": 0,
+            "stale_views": 0,
+            "no_views": 0,
+            "no_state": 0,
+            "bad_input": 0,
+            "no_rgb": 0,
+            "stale_rgb": 0,
+            "same_state": 0,
+        }
         self.chunk_ages: deque[float] = deque(maxlen=200)  # obs stamp -> publish, node clock
         self.last_error = ""
         self.ready = False
@@ -117,6 +135,14 @@ class InferenceNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         if self.runner.needs_views:
             self.create_subscription(Image, rig.VIEWS_TOPIC, self._on_views, 2, callback_group=inputs)
+        for cam in self.runner.cfg.rgb.cameras:
+            self.create_subscription(
+                Image,
+                rig.color_topic(cam),
+                lambda msg, cam=cam: self._on_rgb(cam, msg),
+                sensor_qos(),
+                callback_group=inputs,
+            )
         for arm in rig.FOLLOWERS:
             self.create_subscription(
                 JointState,
@@ -162,6 +188,10 @@ class InferenceNode(Node):
             self._views_msg = msg  # decoded only when used (4.5 MB per message)
             self._views_stamp = stamp_to_s(msg.header.stamp)
 
+    def _on_rgb(self, cam: str, msg) -> None:
+        with self._lock:
+            self._rgb_msgs[cam] = msg  # decoded only when used
+
     def _on_joint_state(self, arm: str, msg) -> None:
         stamp = stamp_to_s(msg.header.stamp) or now_s(self)
         try:
@@ -199,7 +229,11 @@ class InferenceNode(Node):
             return None
         with self._lock:
             views_msg, views_stamp, task = self._views_msg, self._views_stamp, self._task
+            rgb_msgs = dict(self._rgb_msgs)
         views, stamp = None, state[1]
+        if stamp <= self._last_obs_stamp:  # no new joint state since the last chunk: nothing new to infer
+            self.skipped["same_state"] += 1
+            return None
         if self.runner.needs_views:
             if views_msg is None:
                 self.skipped["no_views"] += 1
@@ -217,9 +251,34 @@ class InferenceNode(Node):
             except ValueError as exc:
                 self._bad_input(f"/clamp/views: {exc}")
                 return None
-            stamp = views_stamp
+        rgb = None
+        if self.runner.cfg.rgb.cameras:
+            rgb = {}
+            for cam in self.runner.cfg.rgb.cameras:
+                msg = rgb_msgs.get(cam)
+                if msg is None:
+                    self.skipped["no_rgb"] += 1
+                    self.get_logger().warning(f"waiting for {rig.color_topic(cam)}", throttle_duration_sec=5.0)
+                    return None
+                age = now - stamp_to_s(msg.header.stamp)
+                if age > float(self.params["max_obs_age_s"]):
+                    self.skipped["stale_rgb"] += 1
+                    self.get_logger().warning(
+                        f"{rig.color_topic(cam)} is {age:.2f} s old (> max_obs_age_s); not inferring",
+                        throttle_duration_sec=2.0,
+                    )
+                    return None
+                try:
+                    img = image_to_numpy(msg)
+                except ValueError as exc:
+                    self._bad_input(f"{rig.color_topic(cam)}: {exc}")
+                    return None
+                if msg.encoding.lower().startswith("bgr"):
+                    img = img[..., ::-1]
+                rgb[cam] = np.ascontiguousarray(img[..., :3])
         history = self._history.get(state[0]) if self.runner.history_length else None
-        return Observation(stamp=stamp, state=state[0], views=views, task=task, action_history=history)
+        self._last_obs_stamp = stamp
+        return Observation(stamp=stamp, state=state[0], views=views, task=task, action_history=history, rgb=rgb)
 
     def _bad_input(self, message: str) -> None:
         self.skipped["bad_input"] += 1

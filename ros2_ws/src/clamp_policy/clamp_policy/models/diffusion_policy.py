@@ -163,6 +163,8 @@ class DiffusionPolicy(nn.Module):
             keys.add("task_embedding")
         if self.cfg.action_history > 0:
             keys.add("action_history")
+        if self.cfg.rgb.cameras:
+            keys.add("rgb")
         return keys
 
     def prepare_views(self, views: torch.Tensor) -> torch.Tensor:
