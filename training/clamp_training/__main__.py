@@ -11,6 +11,7 @@ import sys
 # command -> (module, one-line help)
 COMMANDS = {
     "convert": ("clamp_training.convert", "episode bags -> zarr dataset (views, state, action, task)"),
+    "import-bags": ("clamp_training.import_bags", "plain `ros2 bag record` bags (+ task, success) -> dataset"),
     "train": ("clamp_training.train", "train the diffusion policy (bags or datasets) -> run dir + exported policy"),
     "export": ("clamp_training.export", "run dir -> policy dir (model.safetensors + config.json + checksum)"),
     "pretrain": ("clamp_training.pretrain", "CLAMP contrastive pretraining of the encoders"),
