@@ -160,6 +160,13 @@ def test_driver_without_xs_services_stays_put_and_says_so(ros):
 
 
 def test_teleop_keeps_followers_on_the_leaders(ros):
+    """Leaders -> teleop -> driver -> xs_sdk: the followers trace the leaders' path and end on their pose.
+
+    Checked by events (helpers.leader_path), not by wall-clock error margins: on a loaded machine the
+    pipeline's latency varies, the path it traces must not.
+    """
+    from helpers.leader_path import follow_waypoints, leader_messages, waypoints_around
+
     xs = ros.add(XsEmulator(start=START, context=ros.context))
     driver = _driver(ros, move_time_s=0.2)
     teleop = ros.add(TeleopNode(context=ros.context, parameter_overrides=_params(start_gesture=False)))
@@ -168,54 +175,25 @@ def test_teleop_keeps_followers_on_the_leaders(ros):
     leaders = {a: ros.publisher(JointState, rig.joint_states_topic(a)) for a in rig.LEADERS}
     for p in leaders.values():
         ros.wait_for_subscribers(p)
-    t0 = time.monotonic()
 
-    def leader_pose(t):
-        q = START.copy()
-        q[[0, 7]] += 0.3 * np.sin(2 * np.pi * 0.25 * t)  # waists swing
-        q[[1, 8]] += 0.2 * np.sin(2 * np.pi * 0.2 * t)
-        q[[6, 13]] = 0.5 + 0.4 * np.sin(2 * np.pi * 0.3 * t)  # grippers open/close
-        return q
-
-    def publish_leaders():
-        q = leader_pose(time.monotonic() - t0)
-        for i, arm in enumerate(rig.LEADERS):
-            js = JointState(name=list(rig.XS_JOINT_NAMES))
-            g = float(rig.LEADER_GRIPPER.joint(q[7 * i + 6]))
-            js.position = [*map(float, q[7 * i : 7 * i + 6]), g, 0.0, 0.0]
-            leaders[arm].publish(js)
-        return q
+    def publish(q):
+        for arm, msg in leader_messages(q).items():
+            leaders[arm].publish(msg)
 
     for _ in range(10):
-        publish_leaders()
+        publish(START)
         time.sleep(0.02)
     client = teleop.create_client(Trigger, "/teleop/start")
     assert client.wait_for_service(timeout_sec=5.0)
     future = client.call_async(Trigger.Request())
     wait_until(future.done, 5.0, "the teleop start service")
     assert future.result().success, future.result().message
-    started = time.monotonic()
 
-    samples = []
-    end = time.monotonic() + 4.0
-    while time.monotonic() < end:
-        publish_leaders()
-        if time.monotonic() - started > 1.0:  # after catching up
-            samples.append((time.monotonic() - t0, xs.state14()))
-        time.sleep(0.02)
-    assert teleop.published > 100 and len(samples) > 50
-
-    def p95(cols, lag):
-        return np.percentile([np.abs(q - leader_pose(t - lag))[cols] for t, q in samples], 95)
-
-    # Leader -> teleop (50 Hz) -> DDS -> driver -> DDS -> 30 ms servo: the followers trace the leaders'
-    # path within 0.03 rad / 0.1 (normalised gripper) at the pipeline's latency, which stays under
-    # 0.25 s even on a loaded machine; p95, as a stalled process shows up as rare spikes.
-    arm_cols = [i for i in range(14) if i not in (6, 13)]
-    lags = np.arange(0.0, 0.251, 0.01)
-    errs = [p95(arm_cols, lag) for lag in lags]
-    best = int(np.argmin(errs))
-    print(f"teleop: p95 {errs[0]:.4f} rad at lag 0, {errs[best]:.4f} rad at lag {lags[best]:.2f} s")
-    assert errs[best] < 0.03, (errs[best], lags[best])
-    assert p95([6, 13], lags[best]) < 0.1
+    # the emulated servos converge exactly on the command (first order): 0.01 rad is the teleop's own
+    # quantisation-free mapping plus float noise; the gripper goes through two normalisations
+    legs = follow_waypoints(
+        publish, xs.state14, START, waypoints_around(START), tol=0.01, gripper_tol=0.03, overshoot=0.01
+    )
+    print("teleop legs", legs)
+    assert teleop.published > 100
     assert driver.core.limiter.total("nonfinite") == 0

@@ -98,43 +98,41 @@ def test_teleop_against_clamp_sim_keeps_followers_on_the_leaders(ros):
     try:
         driver, teleop = running.nodes["arm_driver"], running.nodes["teleop"]
         wait_until(lambda: driver.core.state == "ready", 40.0, "the driver to move the sim arms to the start pose")
-        leader = SyntheticLeader(ros).start()
+        from helpers.leader_path import follow_waypoints, leader_messages, waypoints_around
+
+        pubs = {a: ros.publisher(JointState, rig.joint_states_topic(a)) for a in rig.LEADERS}
         follower = {}
         probe = ros.node("follower_probe")
         for arm in rig.FOLLOWERS:
             probe.create_subscription(
                 JointState, rig.joint_states_topic(arm), lambda m, a=arm: follower.__setitem__(a, m), 10
             )
+
+        def publish(q):
+            for arm, msg in leader_messages(q).items():
+                pubs[arm].publish(msg)
+
+        def measure():
+            if len(follower) < 2:
+                return None
+            return rig.state_from_joint_states(
+                {a: dict(zip(m.name, m.position, strict=False)) for a, m in follower.items()}
+            )
+
+        for _ in range(10):
+            publish(START)
+            time.sleep(0.02)
         res = _call(ros.node("client"), "/teleop/start")
         assert res.success, res.message
-        time.sleep(2.0)  # catch up from the start pose
-        samples = []
-        sim_t0, wall_t0 = running.nodes["sim"].sim.time, time.monotonic()
-        end = time.monotonic() + 4.0
-        while time.monotonic() < end:
-            if len(follower) == 2:
-                got = rig.state_from_joint_states(
-                    {a: dict(zip(m.name, m.position, strict=False)) for a, m in follower.items()}
-                )
-                samples.append((time.monotonic() - leader.t0, got))
-            time.sleep(0.05)
-        print("sim real-time factor", (running.nodes["sim"].sim.time - sim_t0) / (time.monotonic() - wall_t0))
-        assert len(samples) > 40 and teleop.published > 100
-        arm_cols = [i for i in range(14) if i not in (6, 13)]
-
-        def p95(lag):
-            return np.percentile([np.abs(g - leader.pose(t - lag))[arm_cols] for t, g in samples], 95)
-
-        # Leader -> teleop -> driver -> sim position servo -> joint_states is a pipeline with latency
-        # (~0.2 s, mostly the simulated servo; more on a loaded machine): the followers must follow the
-        # leaders' path within 0.05 rad (2.9 degrees) at the best latency, that latency must stay under
-        # 0.5 s, and even without latency compensation they stay within 0.15 rad.
-        lags = np.arange(0.0, 0.501, 0.01)
-        errs = [p95(lag) for lag in lags]
-        best = int(np.argmin(errs))
-        print(f"teleop vs sim: p95 error {errs[0]:.4f} rad at lag 0, {errs[best]:.4f} rad at lag {lags[best]:.2f} s")
-        assert errs[best] < 0.05, (errs[best], lags[best])
-        assert lags[best] < 0.5 and errs[0] < 0.15
+        # By events (helpers.leader_path), not wall-clock margins. The simulated position servos hold a
+        # pose against gravity to ~0.02 rad and overshoot the end of a leg by their dynamics (measured
+        # <= 0.022 rad); how fast a leg runs in sim time depends on the machine's load (the leaders
+        # move in wall time), but the driver's velocity limit bounds it, so 0.05 rad (2.9 deg) holds.
+        legs = follow_waypoints(
+            publish, measure, START, waypoints_around(START), tol=0.025, gripper_tol=0.06, overshoot=0.05
+        )
+        print("teleop vs sim legs", legs)
+        assert teleop.published > 100
         assert driver.core.limiter.total("nonfinite") == 0
     finally:
         if leader is not None:
