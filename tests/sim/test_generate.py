@@ -11,7 +11,7 @@ import pytest
 from clamp_core import rig
 from clamp_core.episode_bag import EpisodeReader
 from clamp_perception.transforms import TransformBuffer
-from clamp_sim.demonstrations import generate
+from clamp_sim.demonstrations import OBJECTS_TOPIC, PROGRESS_TOPIC, generate
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_bag_has_every_topic_at_its_rate(bag):
         for topic in ("/tf_static", rig.TASK_TOPIC):
             assert topics[topic].count == 1
         counts = {t: 0 for t in (rig.joint_states_topic("follower_right"), rig.depth_topic("cam_high"))}
+        progress, objects = [], []
         buf = TransformBuffer(cache_time_s=60.0)
         for m in reader.messages():
             if m.topic in counts:
@@ -48,6 +49,10 @@ def test_bag_has_every_topic_at_its_rate(bag):
             elif m.topic == rig.depth_topic("cam_high") and counts[m.topic] == 1:
                 depth = np.frombuffer(bytes(m.msg.data), np.uint16).reshape(m.msg.height, m.msg.width)
                 assert m.msg.encoding == "16UC1" and (depth > 0).mean() > 0.5 and depth.max() < 2000
+            elif m.topic == PROGRESS_TOPIC:
+                progress.append(json.loads(m.msg.data))
+            elif m.topic == OBJECTS_TOPIC:
+                objects.append(json.loads(m.msg.data))
             elif m.topic == rig.joint_states_topic("leader_right") and m.stamp_ns == 0:
                 assert list(m.msg.name) == list(rig.XS_JOINT_NAMES)
         # the episode ends once the demonstrator is done and the cube has settled on the plate
@@ -55,6 +60,13 @@ def test_bag_has_every_topic_at_its_rate(bag):
         assert 300 < steps < 500 and meta["extras"]["success_step"] <= steps
         assert counts[rig.joint_states_topic("follower_right")] == steps
         assert counts[rig.depth_topic("cam_high")] == -(-steps // 5)  # 10 Hz of 50 Hz steps
+        # per frame, for the text prompts: object positions and a progress that rises to 1
+        assert len(progress) == len(objects) == counts[rig.depth_topic("cam_high")]
+        assert objects[0] == meta["extras"]["objects_start"] and set(objects[-1]) == {"red cube", "green plate"}
+        best = [p["progress"] for p in progress]
+        # (the last frame can precede the step at which the settled goal became a success)
+        assert best[0] == 0.0 and best[-1] >= 0.9 and np.all(np.diff(best) >= 0)
+        assert 0 < sum(0 < p["current"] < 1 for p in progress) < len(progress)
         # the TF tree in the bag links the wrist camera to the world through the gripper
         T = buf.lookup(rig.WORLD_FRAME, rig.color_optical_frame("cam_right_wrist"), int(1e9))
         assert T.shape == (4, 4) and 0.0 < T[2, 3] < 0.6

@@ -4,6 +4,14 @@ settings), against gym-aloha's own `env.step` (joint-space transfer_cube, 480x64
 in the same run. Prints one JSON line.
 
     python -m clamp_sim.bench [--repeats N]
+
+`--timing-leak TASK` instead measures how well the arm state tells *when* the gripper will close in
+the scripted demonstrations, with and without their seeded variation: for each state before the
+right gripper closes, the nearest state (Euclidean, 14-D) of the other episodes predicts the steps
+left until it closes (leave one episode out). Prints the mean absolute error in steps for the
+nominal timetable and for the varied demonstrations, and the spread of the closing step.
+
+    python -m clamp_sim.bench --timing-leak place_cube --episodes 20
 """
 
 from __future__ import annotations
@@ -39,10 +47,53 @@ def gym_aloha_step_s(repeats: int) -> float:
     return s
 
 
+def _close_countdown(task: str, episodes: int, vary: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per episode: (states before the right gripper is commanded closed, steps left until then)."""
+    from clamp_sim.evaluation import run_episode
+    from clamp_sim.scripted import POLICIES
+
+    policy = POLICIES[task](task, vary=vary)
+    out = []
+    with AlohaSim(task, image_size=(48, 64)) as sim:
+        for seed in range(episodes):
+            states, grip = [], []
+
+            def record(s, t, a, f, states=states, grip=grip):
+                states.append(s.state())
+                grip.append(a[13])
+
+            run_episode(sim, policy, seed, policy.horizon, render_every=None, on_step=record, stop_on_success=True)
+            close = int(np.argmax(np.array(grip) < 0.5))
+            out.append((np.array(states[:close]), close - np.arange(close)))
+    return out
+
+
+def timing_leak(task: str, episodes: int) -> dict:
+    res: dict = {"bench": "clamp_sim.timing_leak", "task": task, "episodes": episodes}
+    for name, vary in (("nominal", False), ("varied", True)):
+        eps = _close_countdown(task, episodes, vary)
+        errors = []
+        for i, (x, y) in enumerate(eps):
+            others_x = np.concatenate([e[0] for j, e in enumerate(eps) if j != i])
+            others_y = np.concatenate([e[1] for j, e in enumerate(eps) if j != i])
+            d = ((x[:, None, :] - others_x[None]) ** 2).sum(-1)
+            errors.append(np.abs(others_y[d.argmin(1)] - y))
+        res[f"{name}_countdown_mae_steps"] = round(float(np.concatenate(errors).mean()), 1)
+        closes = [len(e[1]) for e in eps]
+        res[f"{name}_close_step_mean"] = round(float(np.mean(closes)), 1)
+        res[f"{name}_close_step_std"] = round(float(np.std(closes)), 1)
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--timing-leak", metavar="TASK", help="measure how well the state tells the time (see above)")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes per setting for --timing-leak")
     args = ap.parse_args(argv)
+    if args.timing_leak:
+        print(json.dumps(timing_leak(args.timing_leak, args.episodes)))
+        return
     out: dict = {"bench": "clamp_sim"}
     with AlohaSim("transfer_cube", image_size=(480, 640)) as sim:
         n = 2000

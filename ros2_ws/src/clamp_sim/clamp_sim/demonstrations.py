@@ -7,12 +7,16 @@ messages (no ROS install needed), stamped with sim time: follower and "leader" j
 rig.CONTROL_HZ (the leader topics carry the demonstrator's commanded joint targets: the actions,
 gripper as a follower gripper angle), per camera colour + aligned 16UC1 depth + both camera_info
 at --camera-hz, /tf every control step (arm links, ee_gripper_link), /tf_static (fixed camera
-mounts and the wrist camera mounts on ee_gripper_link), /clamp/task. episode.yaml records task,
-success, seed, the object positions at the start and end, progress, and the image size.
+mounts and the wrist camera mounts on ee_gripper_link), /clamp/task, and with each camera frame
+the task objects' world positions (OBJECTS_TOPIC, JSON as sim_node publishes them) and the task
+progress (PROGRESS_TOPIC, JSON {"progress": best so far, "current": this state's stage}) for the
+CLAMP text prompts. episode.yaml records task, success, seed, the object positions at the start
+and end, progress, and the image size.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -23,6 +27,9 @@ from clamp_core.episode_bag import EpisodeWriter, make_typestore
 from clamp_sim.aloha_sim import AlohaSim, finger_from_normalised
 from clamp_sim.evaluation import run_episode
 from clamp_sim.scripted import make_scripted_policy
+
+OBJECTS_TOPIC = "/clamp_sim/objects"  # std_msgs/String: {"red cube": [x, y, z], ...} in the world frame
+PROGRESS_TOPIC = "/clamp_sim/progress"  # std_msgs/String: {"progress": p, "current": c}, both in [0, 1]
 
 
 def _quat_xyzw(R: np.ndarray) -> np.ndarray:
@@ -190,6 +197,9 @@ def generate(
                     )
                 writer.write("/tf", msgs.tf(ns, dynamic_tf(sim_)), ns)
                 if frames:
+                    writer.write(OBJECTS_TOPIC, msgs.String(data=json.dumps(sim_.object_positions())), ns)
+                    progress = {"progress": sim_.task.progress, "current": sim_.task.current_progress}
+                    writer.write(PROGRESS_TOPIC, msgs.String(data=json.dumps(progress)), ns)
                     for cam, f in frames.items():
                         frame = rig.color_optical_frame(cam)
                         h, w = f.rgb.shape[:2]
@@ -217,6 +227,7 @@ def generate(
                 raise
             expected = {rig.joint_states_topic(a): rig.CONTROL_HZ for a in rig.FOLLOWERS + rig.LEADERS}
             expected["/tf"] = rig.CONTROL_HZ
+            expected[OBJECTS_TOPIC] = expected[PROGRESS_TOPIC] = rig.CONTROL_HZ / every
             for cam in cameras:
                 for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
                     expected[topic] = expected[rig.camera_info_topic(topic)] = rig.CONTROL_HZ / every

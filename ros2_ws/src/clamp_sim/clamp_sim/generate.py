@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     res = generate(args.task, args.episodes, args.seed, args.out, tuple(args.image_size), args.camera_hz)
     rate = float(np.mean([r["success"] for r in res]))
-    print(json.dumps({"task": args.task, "episodes": len(res), "success_rate": rate, "out": str(args.out)}))
+    summary = {"task": args.task, "episodes": len(res), "success_rate": rate, "out": str(args.out)}
+    # cpu_s: this process's CPU time incl. the renderer's threads (wall time depends on the machine's load)
+    summary.update(wall_s=round(time.perf_counter() - wall0, 1), cpu_s=round(time.process_time() - cpu0, 1))
+    summary["steps_mean"] = round(float(np.mean([r["steps"] for r in res])), 1)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

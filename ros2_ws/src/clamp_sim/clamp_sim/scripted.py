@@ -106,6 +106,7 @@ class ArmIK:
         self, pos: np.ndarray, R: np.ndarray, q0: np.ndarray, iters: int = 30, rot_weight: float = 0.3
     ) -> np.ndarray:
         q = np.array(q0, float)
+        self.converged = False
         q_target = np.empty(4)
         mujoco.mju_mat2Quat(q_target, np.ascontiguousarray(R).ravel())
         for _ in range(iters):
@@ -118,6 +119,7 @@ class ArmIK:
             err_r = Rc @ err_r  # ... in world, like the Jacobian
             err = np.concatenate([pos - p, rot_weight * err_r])
             if np.linalg.norm(err[:3]) < 2e-4 and np.linalg.norm(err_r) < 2e-3:
+                self.converged = True
                 break
             mujoco.mj_jacSite(self.model, self.data, self._jp, self._jr, self.site)
             J = np.vstack([self._jp[:, self.dadr], rot_weight * self._jr[:, self.dadr]])
@@ -214,6 +216,7 @@ class ScriptedPolicy:
         self.rng = np.random.default_rng(0)
         self._cache: dict[int, np.ndarray] = {}
         self._cache_q: dict[int, dict[str, np.ndarray]] = {}
+        self._still: dict[str, tuple] = {}  # arm -> (target pos, R, joints) of a reached target
 
     def home(self, arm: str) -> tuple[np.ndarray, np.ndarray]:
         """Grasp-site pose where the arm started this episode."""
@@ -266,6 +269,13 @@ class ScriptedPolicy:
         step_limit = 0.9 * rig.VX300S_LIMITS.velocity[:6] / rig.CONTROL_HZ
         for i, arm in enumerate(rig.FOLLOWERS):
             wp = self.target(arm, t)
+            key = (wp.pos.tobytes(), wp.R.tobytes(), self.q[arm].tobytes())
+            if self._still.get(arm) == key:
+                # same target, already reached by a converged solve: solving again from there
+                # returns the same joints at once (idle arms, holds, gripper-only phases)
+                out[7 * i : 7 * i + 6] = self.q[arm]
+                out[7 * i + 6] = wp.gripper
+                continue
             # A parallel gripper grasps the same way rolled by pi about its finger axis (x): aim for
             # the twin closer to the current wrist, else IK flips forearm_roll and wrist_rotate by pi.
             _, R_now = self.ik[arm].forward(self.q[arm])
@@ -274,7 +284,10 @@ class ScriptedPolicy:
             q = self.ik[arm].solve(wp.pos, R, self.q[arm])
             q = _unflipped(q)
             # demonstrations obey the follower's velocity limits, as the real arm would
-            self.q[arm] = self.q[arm] + np.clip(q - self.q[arm], -step_limit, step_limit)
+            reached = np.all(np.abs(q - self.q[arm]) <= step_limit)
+            self.q[arm] = q if reached else self.q[arm] + np.clip(q - self.q[arm], -step_limit, step_limit)
+            if reached and self.ik[arm].converged:
+                self._still[arm] = (wp.pos.tobytes(), wp.R.tobytes(), self.q[arm].tobytes())
             out[7 * i : 7 * i + 6] = self.q[arm]
             out[7 * i + 6] = wp.gripper
         return out

@@ -207,13 +207,15 @@ class Insertion(Task):
         socket = np.array([rng.uniform(-0.2, -0.1), rng.uniform(0.4, 0.6), 0.02])
         return {"red_peg": peg, "blue_socket": socket}
 
-    def inserted(self, model, data) -> bool:
-        """The peg is in the socket's bore, its end within 6 mm of the pin (or touching it)."""
-        peg = data.xpos[model.body("red_peg").id]
+    def peg_in_socket_frame(self, model, data) -> np.ndarray:
         s = model.body("blue_socket").id
-        rel = data.xmat[s].reshape(3, 3).T @ (peg - data.xpos[s])
+        return data.xmat[s].reshape(3, 3).T @ (data.xpos[model.body("red_peg").id] - data.xpos[s])
+
+    def inserted(self, model, data, depth: float = 0.106) -> bool:
+        """The peg is in the socket's bore, its end within 6 mm of the pin (or touching it)."""
+        rel = self.peg_in_socket_frame(model, data)
         # peg half-length 0.06 + pin half-length 0.04; bore clearance 0.018 - 0.01
-        return 0.09 < abs(rel[0]) < 0.106 and abs(rel[1]) < 0.009 and abs(rel[2]) < 0.009
+        return 0.09 < abs(rel[0]) < depth and abs(rel[1]) < 0.009 and abs(rel[2]) < 0.009
 
     def stage(self, pairs, model, data):
         peg = ("red_peg",)
@@ -222,7 +224,8 @@ class Insertion(Task):
             return GOAL  # inserted to the pin, both held up
         held_peg = _touch(pairs, peg, _FINGERS["right"]) and ("red_peg", "table") not in pairs
         held_socket = _touch(pairs, self.SOCKET, _FINGERS["left"]) and not _touch(pairs, self.SOCKET, ("table",))
-        if _touch(pairs, peg, self.SOCKET) and held_peg and held_socket:
+        # entering: touching the socket, or lined up with the bore and in its mouth
+        if held_peg and held_socket and (_touch(pairs, peg, self.SOCKET) or self.inserted(model, data, 0.16)):
             return 0.75
         return 0.25 * held_peg + 0.25 * held_socket
 
