@@ -47,6 +47,8 @@ ROSDEP_KEYS = {
     "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib",
     "tqdm": "python3-tqdm",
+    "cv2": "python3-opencv",
+    "scipy": "python3-scipy",
 }
 
 

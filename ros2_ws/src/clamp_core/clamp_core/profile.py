@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = {
     "recorder",
     "perception",
     "policy",
+    "calibration",
     "workspace",
 }
 REQUIRED_KEYS = ("name", "arms", "cameras", "driver")
@@ -229,7 +230,57 @@ def validate_profile(raw: dict, where: str = "<profile>") -> dict:
     rec.setdefault("task", "")
     rec.setdefault("source", "teleop")
     rec.setdefault("action_source", "leader_joint_states/leader_gripper")
+    prof["calibration"] = validate_calibration(prof.get("calibration"), where)
     return prof
+
+
+# The ChArUco board of clamp_bringup.calibrate and clamp_sim: 7 x 5 squares of 5 cm on A3, on a
+# 35-degree wedge at a marked place behind the task area, printed face towards the front and up.
+CALIBRATION_DEFAULTS = {
+    "board": {
+        "squares": [7, 5],
+        "square_m": 0.05,
+        "marker_m": 0.037,
+        "margin_m": 0.01,
+        "dictionary": "DICT_4X4_50",
+        "xyz": [-0.175, 0.8824, 0.1634],  # board frame origin (outer corner of the first square) in world
+        "rpy": [-2.5307274, 0.0, 0.0],
+    },
+    "wrist_poses": 12,  # eye-in-hand views per wrist camera (>= 10)
+    "speed_scale": 0.25,  # fraction of the joint velocity limits for calibration moves
+    "max_reprojection_px": 1.0,  # per view RMS
+    "max_view_mm": 3.0,  # per wrist view: board pose implied by the view vs the consensus
+    "max_view_deg": 0.5,
+    "max_depth_mm": 6.0,  # depth plane vs colour pose of the board
+    "max_depth_deg": 3.0,
+}
+
+
+def validate_calibration(section: Any, where: str) -> dict:
+    """The `calibration` section: defaults filled, unknown keys named, board geometry checked."""
+    cal = copy.deepcopy(CALIBRATION_DEFAULTS)
+    section = dict(section or {})
+    unknown = sorted(set(section) - set(cal))
+    if unknown:
+        raise ProfileError(f"{where}: unknown calibration key(s) {unknown}; allowed: {sorted(cal)}")
+    board = dict(section.pop("board", None) or {})
+    unknown = sorted(set(board) - set(cal["board"]))
+    if unknown:
+        raise ProfileError(f"{where}: unknown calibration.board key(s) {unknown}; allowed: {sorted(cal['board'])}")
+    cal["board"].update(board)
+    cal.update(section)
+    b = cal["board"]
+    if len(b["squares"]) != 2 or min(int(v) for v in b["squares"]) < 3:
+        raise ProfileError(f"{where}: calibration.board.squares must be [columns, rows], each >= 3")
+    if not 0 < float(b["marker_m"]) < float(b["square_m"]):
+        raise ProfileError(f"{where}: calibration.board.marker_m must be > 0 and smaller than square_m")
+    if len(b["xyz"]) != 3 or len(b["rpy"]) != 3:
+        raise ProfileError(f"{where}: calibration.board.xyz and rpy take 3 numbers each (metres, radians)")
+    if int(cal["wrist_poses"]) < 10:
+        raise ProfileError(f"{where}: calibration.wrist_poses must be >= 10 (hand-eye needs diverse views)")
+    if not 0 < float(cal["speed_scale"]) <= 0.5:
+        raise ProfileError(f"{where}: calibration.speed_scale must be in (0, 0.5]: calibration moves run slowly")
+    return cal
 
 
 def safety_limits(profile: dict):

@@ -103,7 +103,9 @@ assert tuple(CAMERA_MOUNTS) == rig.CAMERAS, "one mount per rig camera"
 RENDER_QUALITY = {"fast": (0, 0), "gym": (4096, 4)}  # name -> (shadowsize, offsamples)
 
 
-def build_spec(task, max_size: tuple[int, int] = (480, 640), render_quality: str = "fast") -> mujoco.MjSpec:
+def build_spec(
+    task, max_size: tuple[int, int] = (480, 640), render_quality: str = "fast", board: dict | None = None
+) -> mujoco.MjSpec:
     """gym-aloha's bimanual ViperX scene with this task's objects, the rig cameras and EE sites."""
     spec = mujoco.MjSpec.from_file(str(gym_aloha_assets() / "bimanual_viperx_transfer_cube.xml"))
     spec.delete(spec.body("box"))  # gym-aloha's cube; tasks add their own objects
@@ -127,6 +129,10 @@ def build_spec(task, max_size: tuple[int, int] = (480, 640), render_quality: str
             name=cam, pos=list(mount.pos), quat=list(look_at_quat(mount.pos, mount.target, mount.up)), fovy=mount.fovy
         )
     task.add_objects(spec)
+    if board is not None:  # a ChArUco board for clamp_bringup.calibrate (clamp_sim.board)
+        from clamp_sim.board import add_board
+
+        add_board(spec, board)
     return spec
 
 
@@ -222,6 +228,7 @@ class AlohaSim:
         cameras: tuple[str, ...] = rig.CAMERAS,
         max_depth: float = 2.0,
         render_quality: str = "fast",
+        board: dict | None = None,
     ) -> None:
         from clamp_sim.tasks import make_task
 
@@ -231,7 +238,7 @@ class AlohaSim:
         self.task = make_task(task)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.cameras = tuple(cameras)
-        self.spec = build_spec(self.task, self.image_size, render_quality)
+        self.spec = build_spec(self.task, self.image_size, render_quality, board)
         self.model = self.spec.compile()
         self.data = mujoco.MjData(self.model)
         self.max_depth = max_depth

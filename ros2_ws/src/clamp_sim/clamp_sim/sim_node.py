@@ -55,6 +55,7 @@ class SimNode(Node):
             "cameras": list(rig.CAMERAS),
             "render_quality": "fast",
             "profile": "",
+            "calibration_board": False,  # place the profile's ChArUco board (clamp_sim.board)
         }
         for name, default in p.items():
             self.declare_parameter(name, default)
@@ -65,8 +66,13 @@ class SimNode(Node):
         if self.js_hz <= 0 or self.rate_factor <= 0 or self.camera_hz < 0:
             raise ValueError("joint_state_hz and rate_factor must be > 0 and camera_hz >= 0 (0 = no cameras)")
         cams = tuple(get("cameras"))
+        board = None
+        if get("calibration_board"):
+            from clamp_core.profile import load_profile
+
+            board = load_profile(get("profile") or "sim")["calibration"]["board"]
         self.sim = AlohaSim(
-            str(get("task")), image_size=(int(get("image_height")), int(get("image_width"))), cameras=cams
+            str(get("task")), image_size=(int(get("image_height")), int(get("image_width"))), cameras=cams, board=board
         )
         self.sim.reset(self.seed)
         self._t_offset = 0.0  # added to MuJoCo time so that ROS time never goes back on a reset

@@ -1,0 +1,74 @@
+"""`python -m clamp_bringup.calibrate --sim` end to end: clamp_sim with the board + the arm driver +
+the calibration node over real DDS, checked against the simulator's true camera poses.
+
+The command runs as its own process (as a user runs it), on this test's ROS domain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from clamp_core.profile import load_profile, resolve_profile_path
+
+TARGETS = {"cam_high": (5.0, 0.5), "cam_low": (5.0, 0.5), "cam_left_wrist": (5.0, 1.0), "cam_right_wrist": (5.0, 1.0)}
+
+
+def _run(args, timeout):
+    env = dict(os.environ)  # ROS_DOMAIN_ID: set per test session by tests/conftest.py
+    return subprocess.run(
+        [sys.executable, "-m", "clamp_bringup.calibrate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.timeout(900)
+def test_calibrate_sim_end_to_end(tmp_path):
+    sim_yaml = resolve_profile_path("sim")
+    before = sim_yaml.read_text()
+    proc = _run(["--sim", "--out", str(tmp_path)], timeout=880)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    errors = json.loads(last)
+    for cam, (mm, deg) in TARGETS.items():
+        assert errors[cam]["mm"] <= mm and errors[cam]["deg"] <= deg, (cam, errors[cam])
+    assert errors["cloud_p95_mm"]["before"] > 10.0  # the start values really were off (2 cm / 3 deg)
+    assert errors["cloud_p95_mm"]["after"] <= 2.0, errors["cloud_p95_mm"]
+    assert errors["robot_time_s"] <= 180.0
+    assert (tmp_path / "fused_cloud_before_after.png").stat().st_size > 10_000
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    assert set(report["results"]) == set(TARGETS)
+    assert len(report["results"]["cam_left_wrist"]["views"]) >= 10
+    written = list(tmp_path.glob("sim.calibrated-*.yaml"))
+    assert len(written) == 1
+    prof = load_profile(written[0])
+    assert prof["cameras"]["cam_high"]["mount"]["parent"] == "world"
+    assert prof["cameras"]["cam_left_wrist"]["mount"]["parent"] == "follower_left/ee_gripper_link"
+    assert sim_yaml.read_text() == before  # the profile itself is left as it was
+
+
+@pytest.mark.timeout(400)
+def test_board_not_seen_writes_nothing(tmp_path):
+    """The board is not where the profile says the cameras should see it: a clear message naming the
+    camera and what to do; exit code 1; no profile written."""
+    raw = yaml.safe_load(resolve_profile_path("sim").read_text())
+    # the simulator places the board where this profile says: under the table, out of every view
+    raw["calibration"] = {"board": {"xyz": [-0.175, 0.6, -0.5], "rpy": [3.14159, 0.0, 0.0]}}
+    prof = tmp_path / "hidden_board.yaml"
+    prof.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    proc = _run(["--sim", "--profile", str(prof), "--out", str(out), "--profile-out", str(tmp_path)], timeout=380)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "CALIBRATION FAILED, nothing written: cam_high does not see the board" in proc.stderr
+    assert "marked place" in proc.stderr
+    assert not list(tmp_path.glob("*.calibrated-*.yaml"))
+    assert prof.read_text() == yaml.safe_dump(raw)
+    assert isinstance(Path(out), Path)
