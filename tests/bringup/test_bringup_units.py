@@ -132,12 +132,17 @@ class _Recorded:
 
 def test_launch_adapter_emits_every_graph_entry():
     g = G.build_graph("aloha", "record")
-    api = {k: _Recorded(k) for k in ("LaunchDescription", "Node", "IncludeLaunchDescription")}
+    kinds = ("LaunchDescription", "Node", "IncludeLaunchDescription", "GroupAction", "SetLaunchConfiguration")
+    api = {k: _Recorded(k) for k in kinds}
     api["PythonLaunchDescriptionSource"] = lambda path: path
     api["get_package_share_directory"] = lambda pkg: f"/opt/ros/humble/share/{pkg}"
     ld = G.to_launch_description(g, api)
     actions = ld.args[0]
-    includes = [a for a in actions if a.kind == "IncludeLaunchDescription"]
+    groups = [a for a in actions if a.kind == "GroupAction"]  # xs_sdk behind the shutdown guard
+    includes = [g.args[0][-1] for g in groups]
+    assert all(i.kind == "IncludeLaunchDescription" for i in includes)
+    prefix = [c.args for c in groups[0].args[0][:-1]]
+    assert ("launch-prefix", G.SHUTDOWN_GUARD_PREFIX) in prefix and groups[0].kwargs == {"scoped": True}
     nodes = [a for a in actions if a.kind == "Node"]
     assert len(includes) == 4 and len(nodes) == len(g.nodes)
     assert includes[0].args[0] == "/opt/ros/humble/share/interbotix_xsarm_control/launch/xsarm_control.launch.py"

@@ -363,7 +363,7 @@ def test_item14_workspace_guard_table_and_arm_separation():
     meet[1], meet[2], meet[4] = 0.0, 0.0, 1.0  # both arms stretched to the middle of the table
     meet[8], meet[9], meet[11] = 0.0, 0.0, 1.0
     pts = guard.points(meet)
-    assert np.linalg.norm(pts["follower_left"][1] - pts["follower_right"][1]) < 0.08
+    assert np.linalg.norm(pts["follower_left"][1] - pts["follower_right"][1]) < 0.03
     assert "apart" in guard.violation(meet)
     with pytest.raises(SafetyConfigError, match="unknown workspace"):
         WorkspaceGuard.from_profile({"table": 0.0})

@@ -29,6 +29,9 @@ setup(
             "recorder = clamp_bringup.recorder_node:main",
             "replay = clamp_bringup.replay:main",
             "run = clamp_bringup.run:main",
+            "task = clamp_bringup.task_node:main",
+            "set_task = clamp_bringup.set_task:main",
+            "shutdown_guard = clamp_bringup.shutdown_guard:main",
         ]
     },
 )

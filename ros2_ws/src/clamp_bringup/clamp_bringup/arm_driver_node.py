@@ -278,27 +278,82 @@ class ArmDriverNode(Node):
             time.sleep(dt)
 
     # --------------------------------------------------------------------------------- shutdown
-    def go_to_sleep(self, timeout: float = 15.0) -> bool:
-        """Move the followers smoothly to the sleep pose (blocking; wall-clock paced). True when done."""
+    def go_to_sleep(self, timeout: float = 15.0, settle_s: float = 3.0, spin_self: bool = False) -> bool:
+        """Move the followers smoothly to the sleep pose (blocking; wall-clock paced). True when there.
+
+        After the last command it waits (up to `settle_s`) until the followers' joint states show the
+        sleep pose, and only then reports "asleep": the motor drivers (shutdown_guard) stop after that.
+        `spin_self`: spin this node here meanwhile (at process shutdown nothing else spins it).
+        """
         self._sleeping.set()
+        spinner = None
+        if spin_self:
+            from rclpy.executors import SingleThreadedExecutor
+
+            executor = SingleThreadedExecutor(context=self.context)
+            executor.add_node(self)
+            stop = threading.Event()
+
+            def spin():
+                while not stop.is_set() and self.context.ok():
+                    executor.spin_once(timeout_sec=0.05)
+
+            spinner = threading.Thread(target=spin, daemon=True)
+            spinner.start()
+        try:
+            return self._sleep_move(timeout, settle_s)
+        finally:
+            if spinner is not None:
+                stop.set()
+                spinner.join(timeout=2.0)
+                executor.remove_node(self)
+
+    def _sleep_move(self, timeout: float, settle_s: float) -> bool:
         with self._lock:
             if self.core.measured is None:
                 return False
             self.core.begin_sleep()
+        self._announce()
         dt = 1.0 / self.rate_hz
         deadline = time.monotonic() + timeout
+        last = None
         while self.context.ok() and time.monotonic() < deadline:
             with self._lock:
                 cmd = self.core.tick()
             if cmd is None:
-                return self.core.state == "asleep"
+                break
             self._publish(cmd)
+            last = cmd
             time.sleep(dt)
-        return False
+        arrived = False
+        settle = time.monotonic() + settle_s
+        while self.context.ok() and time.monotonic() < settle:
+            with self._lock:
+                measured = self.core.measured
+            arm = [i for i in range(rig.ACTION_DIM) if i not in (6, 13)]
+            if measured is not None and np.abs(measured - self.core.sleep_pose)[arm].max() < 0.03:
+                arrived = True
+                break
+            if last is not None:
+                self._publish(last)  # hold the sleep pose while the servos get there
+            time.sleep(dt)
+        self._announce()  # "asleep": the motor drivers may stop now (shutdown_guard)
+        if not arrived:
+            self.get_logger().warning("the followers did not report the sleep pose; stopping anyway")
+        return self.core.state == "asleep" and arrived
+
+    def _announce(self) -> None:
+        """Publish the state now (during shutdown the tick timer no longer runs)."""
+        with self._lock:
+            state = self.core.state
+        if self.context.ok() and state != self._published_state:
+            self._state_pub.publish(String(data=state))
+            self._published_state = state
 
 
 def main(args=None) -> None:
-    spin_node(ArmDriverNode, args, on_shutdown=lambda node: node.go_to_sleep())
+    # the sleep move reads the joint states: the node is spun again while it runs
+    spin_node(ArmDriverNode, args, on_shutdown=lambda node: node.go_to_sleep(spin_self=True))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ CLAMP_NODES: dict[str, tuple[str, str, str, str]] = {
     "arm_driver": ("clamp_bringup", "arm_driver", "clamp_bringup.arm_driver_node", "ArmDriverNode"),
     "teleop": ("clamp_bringup", "teleop", "clamp_bringup.teleop_node", "TeleopNode"),
     "recorder": ("clamp_bringup", "recorder", "clamp_bringup.recorder_node", "RecorderNode"),
+    "task": ("clamp_bringup", "task", "clamp_bringup.task_node", "TaskNode"),
 }
 
 
@@ -290,6 +291,9 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
         nodes.append(_clamp("teleop", dict(common)))
     if mode == "record":
         nodes.append(_clamp("recorder", dict(common)))
+    if prof["hardware"] and mode in ("policy", "record"):
+        # the robot's one /clamp/task publisher (clamp_sim publishes the task in simulation)
+        nodes.append(_clamp("task", {**common, "task": str(prof["policy"].get("task", ""))}))
 
     names = [n.name for n in nodes]
     dup = {n for n in names if names.count(n) > 1}
@@ -351,7 +355,10 @@ def to_launch_description(graph: Graph, launch_api: dict | None = None):
     for inc in graph.includes:
         share = api["get_package_share_directory"](inc.package)
         source = api["PythonLaunchDescriptionSource"](f"{share}/{inc.launch_file}")
-        actions.append(api["IncludeLaunchDescription"](source, launch_arguments=list(inc.arguments.items())))
+        include = api["IncludeLaunchDescription"](source, launch_arguments=list(inc.arguments.items()))
+        if inc.package == "interbotix_xsarm_control":
+            include = _guarded(include, api)
+        actions.append(include)
     for n in graph.nodes:
         kwargs: dict[str, Any] = {
             "package": n.package,
@@ -370,6 +377,30 @@ def to_launch_description(graph: Graph, launch_api: dict | None = None):
             kwargs["arguments"] = list(n.arguments)
         actions.append(api["Node"](**kwargs))
     return api["LaunchDescription"](actions)
+
+
+# Ctrl-C reaches every launched process at once; xs_sdk must outlive the arm driver's move to the
+# sleep pose. Its processes start through clamp_bringup.shutdown_guard (launch-prefix), which holds
+# the signal until the driver reports "asleep" (or exits); launch must not SIGTERM/SIGKILL it sooner.
+SHUTDOWN_GUARD_PREFIX = "python3 -m clamp_bringup.shutdown_guard --timeout 25 --"
+SHUTDOWN_GUARD_SIGTERM_S = "30"
+
+
+def _guarded(include, api: dict):
+    """`include` with its processes started through the shutdown guard (scoped launch configurations)."""
+    if "GroupAction" not in api:
+        from launch.actions import GroupAction, SetLaunchConfiguration
+
+        api = {**api, "GroupAction": GroupAction, "SetLaunchConfiguration": SetLaunchConfiguration}
+    return api["GroupAction"](
+        [
+            api["SetLaunchConfiguration"]("launch-prefix", SHUTDOWN_GUARD_PREFIX),
+            api["SetLaunchConfiguration"]("sigterm_timeout", SHUTDOWN_GUARD_SIGTERM_S),
+            api["SetLaunchConfiguration"]("sigkill_timeout", SHUTDOWN_GUARD_SIGTERM_S),
+            include,
+        ],
+        scoped=True,
+    )
 
 
 def launch_description(default_profile: str, mode: str):

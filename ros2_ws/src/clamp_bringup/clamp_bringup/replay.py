@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def plot_report(report: dict, path: str | Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- player
+class LiveGraphError(RuntimeError):
+    """The graph already has the publishers a replay would duplicate (a live robot or simulator)."""
+
+
 class BagPlayer:
     """Publishes a bag from a node: raw bytes per topic at bag time / rate, /clock first."""
 
@@ -123,6 +128,33 @@ class BagPlayer:
         self._Clock = Clock
         self.published = 0
         self.stop_event = threading.Event()
+
+    def live_publishers(self) -> dict[str, list[str]]:
+        """Topic -> the other nodes publishing it, for the topics this player would publish (plus the arm
+        driver's state). Non-empty means a live robot (or simulator) graph: replaying would put recorded
+        joint states, images and TF next to the real ones - and the arm driver would act on them."""
+        me = (self.node.get_name(), self.node.get_namespace())
+        out = {}
+        for topic in [*self.topics, rig.DRIVER_STATE_TOPIC]:
+            others = [
+                f"{i.node_namespace.rstrip('/')}/{i.node_name}"
+                for i in self.node.get_publishers_info_by_topic(topic)
+                if (i.node_name, i.node_namespace) != me
+            ]
+            if others:
+                out[topic] = sorted(set(others))
+        return out
+
+    def refuse_live_graph(self) -> None:
+        """Raise LiveGraphError when a live graph publishes what this player would (call after discovery)."""
+        live = self.live_publishers()
+        if live:
+            lines = "; ".join(f"{t} by {', '.join(n)}" for t, n in sorted(live.items()))
+            raise LiveGraphError(
+                f"refusing to replay into a live graph ({lines}). Stop the robot or simulator stack first "
+                "(replay is for offline checks: perception/inference on recorded data), or select topics "
+                "nobody publishes with --topics"
+            )
 
     def wait_for_subscribers(self, timeout: float) -> list[str]:
         """Wait until every selected topic has a subscriber (or `timeout`); returns those still without."""
@@ -233,8 +265,10 @@ def main(argv=None) -> int:
     stop = threading.Event()
     spin = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)
     spin.start()
+    refused = ""
     try:
         time.sleep(max(a.delay, 0.0))
+        player.refuse_live_graph()  # never publish recorded data onto a live robot's topics
         if running is not None:  # the policy loads and warms up before the first observation arrives
             from clamp_policy.inference_node import wait_ready
 
@@ -250,7 +284,9 @@ def main(argv=None) -> int:
                 break
     except KeyboardInterrupt:
         player.stop_event.set()
-    if collector is not None:
+    except LiveGraphError as exc:
+        refused = str(exc)
+    if collector is not None and not refused:
         time.sleep(a.settle)
         t_ns, actions = episode_actions(reader)
         report = open_loop_error(collector.chunks, t_ns, actions)
@@ -268,6 +304,9 @@ def main(argv=None) -> int:
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.shutdown()
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     return 0
 
 

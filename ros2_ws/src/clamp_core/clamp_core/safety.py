@@ -331,8 +331,8 @@ class WorkspaceGuard:
     the other arm. Callers hold (stop where they are) rather than clamp into a collision.
     """
 
-    table_clearance_m: float = 0.01
-    min_gripper_distance_m: float = 0.08
+    table_clearance_m: float = 0.0  # profiles on real tables add a centimetre
+    min_gripper_distance_m: float = 0.03  # a handover brings the fingertips ~6 cm apart
 
     LINKS = ("gripper_link", "ee_gripper_link")
 
