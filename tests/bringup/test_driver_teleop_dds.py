@@ -183,6 +183,7 @@ def test_teleop_keeps_followers_on_the_leaders(ros):
     for _ in range(10):
         publish(START)
         time.sleep(0.02)
+    wait_until(lambda: teleop.core.driver_state == "ready", 20.0, "teleop to see the driver ready (latched topic)")
     client = teleop.create_client(Trigger, "/teleop/start")
     assert client.wait_for_service(timeout_sec=5.0)
     future = client.call_async(Trigger.Request())

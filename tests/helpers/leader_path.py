@@ -57,18 +57,30 @@ def follow_waypoints(
     steps_per_leg: int = 50,
     period: float = 0.02,
     hang_timeout: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[dict]:
-    """Drive the leaders along the legs; returns per-leg {'max_overshoot', 'final_error', 'samples'}."""
+    """Drive the leaders along the legs; returns per-leg {'max_overshoot', 'final_error', 'samples'}.
+
+    One leg step per `period` of `clock`: pass the simulator's clock so a leg takes the same
+    simulated time however loaded the machine is (the followers' dynamics then see the same motion).
+    """
     legs = []
+
+    def wait_period(t_prev: float) -> float:
+        while clock() < t_prev + period:
+            time.sleep(0.002)
+        return clock()
+
     prev = start.copy()
     for target in waypoints:
         samples = []
+        t = clock()
         for k in range(1, steps_per_leg + 1):  # the leg: straight line, one message per step
             publish(prev + (target - prev) * (k / steps_per_leg))
             q = measure()
             if q is not None:
                 samples.append(q)
-            time.sleep(period)
+            t = wait_period(t)
         deadline = time.monotonic() + hang_timeout
         while True:  # hold until the followers report the waypoint
             publish(target)
