@@ -126,6 +126,8 @@ class Episode:
         self.error: str | None = None
         self.backlog_dropped = 0  # messages not written because the writer fell > max_backlog_bytes behind
         self.max_backlog_seen = 0
+        self.bytes_in = 0  # serialised bytes received for the episode
+        self.bytes_written = 0  # of those, handed to the bag writer (its thread)
         self._backlog = 0
         self._last_ns = 0
         self._lock = threading.Lock()
@@ -145,6 +147,7 @@ class Episode:
                 if msgtype == "sensor_msgs/msg/Image" and topic in self.expected_rates:
                     stats = self.streams.setdefault(topic, StreamStats(self.expected_rates[topic]))
                     stats.add(stamp)
+            self.bytes_in += len(cdr)
             if self.error is not None:
                 return
             if self._backlog + len(cdr) > self.max_backlog_bytes:
@@ -177,6 +180,7 @@ class Episode:
                         self._backlog -= len(cdr)
                     if self.error is None:
                         self.writer.write_raw(topic, msgtype, t, cdr)  # flushes by itself every flush interval
+                        self.bytes_written += len(cdr)
                         dirty = True
                 elif dirty and self.error is None:  # quiet stream: flush what is pending anyway
                     self.writer.flush()
@@ -228,7 +232,7 @@ class Episode:
             rates.update({t: c.hz for t, c in self.stamped.items() if c.hz is not None})
             control_hz = self.control.hz
             dropped = {t: s.dropped for t, s in self.streams.items()}
-            backlog_dropped, max_backlog = self.backlog_dropped, self.max_backlog_seen
+            backlog_dropped, max_backlog, bytes_in = self.backlog_dropped, self.max_backlog_seen, self.bytes_in
         if control_hz is None:  # no commands seen: the slowest follower joint-state stream
             js = [rates[t] for t in self.joint_state_topics if t in rates]
             control_hz = min(js) if js else None
@@ -243,6 +247,8 @@ class Episode:
             **self.writer.metadata.get("extras", {}),
             "recorder_backlog_dropped": backlog_dropped,
             "recorder_max_backlog_mb": round(max_backlog / 1e6, 1),
+            "recorder_bytes_in": bytes_in,
+            "recorder_bytes_written": self.bytes_written,
         }
         return {
             "rates": rates,
