@@ -3,6 +3,7 @@
     python -m clamp_bringup.bench [--seconds S] [--profile aloha] [--dir DIR]
     python -m clamp_bringup.bench --full-stream --seconds 60 [--compression zstd none]
     python -m clamp_bringup.bench --executors
+    python -m clamp_bringup.bench --recompress BAG... [--compression zstd lz4 none]
 
 `--full-stream`: the recorder node over real DDS. Another process publishes the profile's full
 stream with real message sizes (4 cameras colour 640x480 rgb8 + aligned depth 16UC1 + their
@@ -447,6 +448,45 @@ def full_stream(
     return result
 
 
+# ----------------------------------------------------------------------------------- recompress
+def recompress(bags: list[str], compressions: list[str], out_dir: str | None) -> dict:
+    """Existing episode bags rewritten by EpisodeWriter per compression: sizes, and a lossless check.
+
+    Every message is read back by the reference `mcap` reader and compared byte for byte (depth too).
+    """
+    from clamp_core.episode_bag import EpisodeReader, EpisodeWriter
+    from mcap.reader import make_reader
+
+    root = Path(tempfile.mkdtemp(prefix="clamp_bench_recompress_", dir=out_dir))
+    sizes: dict[str, int] = {"original": 0, **dict.fromkeys(compressions, 0)}
+    lossless = True
+    try:
+        for bag in tqdm(bags, desc="recompressing", unit="bag"):
+            reader = EpisodeReader(bag)
+            sizes["original"] += sum(f.stat().st_size for f in Path(bag).glob("*.mcap"))
+            msgs = list(reader.raw_messages())
+            for comp in compressions:
+                out = root / f"{Path(bag).name}_{comp}"
+                with EpisodeWriter(out, {"task": "recompress"}, compression=comp, fsync=False) as w:
+                    for topic, msgtype, t, data in msgs:
+                        w.write_raw(topic, msgtype, t, data)
+                mcap = next(out.glob("*.mcap"))
+                sizes[comp] += mcap.stat().st_size
+                with open(mcap, "rb") as f:
+                    back = [bytes(m.data) for _, _, m in make_reader(f).iter_messages(log_time_order=True)]
+                lossless &= sorted(back) == sorted(bytes(d) for *_, d in msgs)
+                shutil.rmtree(out)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "bench": "clamp_bringup.recorder --recompress",
+        "bags": len(bags),
+        "mb": {k: round(v / 1e6, 2) for k, v in sizes.items()},
+        "ratio_vs_original": {c: round(sizes[c] / sizes["original"], 3) for c in compressions},
+        "lossless": lossless,
+    }
+
+
 # ------------------------------------------------------------------------------------ executors
 def _executor_sub(kind: str, topics: int, seconds: float) -> None:
     import os
@@ -547,6 +587,9 @@ def main(argv=None) -> int:
         "--cameras", type=int, nargs="+", default=[4], help="full stream: cameras published (a list sweeps the load)"
     )
     ap.add_argument("--executors", action="store_true", help="rclpy executor overhead")
+    ap.add_argument(
+        "--recompress", nargs="+", default=None, metavar="BAG", help="rewrite episode bags: size per compression"
+    )
     ap.add_argument("--record-once", default="", help=argparse.SUPPRESS)
     ap.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ready-file", default="", help=argparse.SUPPRESS)
@@ -563,6 +606,9 @@ def main(argv=None) -> int:
         return 0
     if a.executors:
         print(json.dumps(executors(seconds=a.seconds or 6.0)), flush=True)
+        return 0
+    if a.recompress:
+        print(json.dumps(recompress(a.recompress, a.compression, a.dir)), flush=True)
         return 0
     if a.record_once:
         run = record_once(
