@@ -193,3 +193,24 @@ def test_profile_calibration_section_is_validated(tmp_path):
     raw["calibration"] = {"wrist_poses": 4}
     with pytest.raises(ProfileError, match="wrist_poses must be >= 10"):
         load_profile(raw)
+
+
+def test_distorted_corners_are_undistorted_with_camera_info(cfg):
+    """camera_info distortion (plumb_bob) is taken out before PnP; an unknown model is refused."""
+    import cv2
+
+    board = C.Board(cfg["board"])
+    K = np.array([[433.0, 0, 319.5], [0, 433.0, 239.5], [0, 0, 1]])
+    D = np.array([-0.05, 0.03, 0.001, -0.001, 0.0])
+    T = C.pose_from_xyz_rpy([-0.15, -0.1, 0.5], [3.0, 0.1, 0.05])
+    obj = board.corners
+    rv, tv = cv2.Rodrigues(T[:3, :3])[0], T[:3, 3]
+    distorted = cv2.projectPoints(obj, rv, tv, K, D)[0].reshape(-1, 2)
+    det = C.Detection(np.arange(len(obj)), distorted, obj)
+    und = C.undistort_detection(det, K, D, "plumb_bob", "cam_high")
+    np.testing.assert_allclose(und.image_points, C.project(T, obj, K), atol=0.01)
+    T_est, rms = C.solve_pnp(und, K)
+    assert rms < 0.01 and C.pose_error(T, T_est)[0] < 0.1
+    with pytest.raises(C.CalibrationError, match="cam_high: camera_info distortion model 'equidistant'"):
+        C.undistort_detection(det, K, D, "equidistant", "cam_high")
+    assert C.undistort_detection(det, K, np.zeros(5), "equidistant") is det  # zero coefficients: nothing to do

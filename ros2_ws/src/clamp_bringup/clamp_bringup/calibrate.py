@@ -243,6 +243,8 @@ class Calibrator:
         if frame["depth"].encoding == "16UC1":
             depth *= float(self.node.profile["cameras"][frame["cam"]].get("depth_units_mm", 1.0)) / 1000.0
         det = C.detect(self.board, rgb[..., :3] if rgb.ndim == 3 else rgb)
+        if det is not None:
+            det = C.undistort_detection(det, intr.K, intr.D, intr.distortion_model, frame["cam"])
         return det, depth, intr
 
     def run(self, nominal: dict[str, np.ndarray], frames_per_fixed: int = 3) -> dict:
@@ -272,7 +274,7 @@ class Calibrator:
                 arm: self.node.lookup(rig.WORLD_FRAME, rig.gripper_frame(arm)) for arm in n.followers
             }
             for c in fixed:
-                seen = [(d, depth, intr.D if intr.D.size else None) for d, depth, intr in obs[c] if d is not None]
+                seen = [(d, depth, None) for d, depth, _ in obs[c] if d is not None]  # undistorted in observe
                 if not seen:
                     raise C.CalibrationError(
                         f"{c} does not see the board: put it at its marked place (calibration.board in the profile), "
@@ -532,6 +534,14 @@ def main(argv=None) -> int:
             for cam, r in results.items():
                 mm, deg = C.pose_error(truth[cam], r.T_parent_cam)
                 errors[cam] = {"mm": round(mm, 3), "deg": round(deg, 4)}
+            for cam, r in results.items():
+                if r.method_poses:  # each closed-form cv2.calibrateHandEye method against the truth
+                    cmp = {k: C.pose_error(truth[cam], X) for k, X in r.method_poses.items()}
+                    print(
+                        f"{cam} hand-eye methods vs truth (before refinement): "
+                        + ", ".join(f"{k} {mm:.2f} mm / {deg:.3f} deg" for k, (mm, deg) in cmp.items()),
+                        flush=True,
+                    )
             errors["cloud_p95_mm"] = cloud
             errors["robot_time_s"] = round(run["robot_time_s"], 1)
             print(json.dumps(errors), flush=True)

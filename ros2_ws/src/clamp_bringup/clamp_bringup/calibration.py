@@ -150,6 +150,27 @@ def detect(board: Board, rgb: np.ndarray) -> Detection | None:
     return Detection(ids, corners.reshape(-1, 2).astype(float), board.corners[ids])
 
 
+OPENCV_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "brown_conrady")
+
+
+def undistort_detection(det: Detection, K: np.ndarray, D, model: str, camera: str = "") -> Detection:
+    """Corners moved to the ideal pinhole image of K (so PnP, hand-eye and the depth check are pinhole).
+
+    camera_info's distortion is applied with OpenCV's model; a model OpenCV does not implement with
+    non-zero coefficients is refused rather than ignored.
+    """
+    D = np.asarray(D, float).ravel()
+    if not D.size or not np.any(D):
+        return det
+    if model not in OPENCV_DISTORTION_MODELS:
+        raise CalibrationError(
+            f"{camera}: camera_info distortion model {model!r} with coefficients {D.tolist()} is not OpenCV's; "
+            "publish rectified images (image_rect) or a plumb_bob model"
+        )
+    pts = cv2.undistortPoints(det.image_points.reshape(-1, 1, 2), K, D, P=K).reshape(-1, 2)
+    return Detection(det.ids, pts.astype(float), det.object_points)
+
+
 def solve_pnp(det: Detection, K: np.ndarray, dist: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """T_cam_board and the reprojection RMS (px): IPPE for a planar target, then Levenberg-Marquardt."""
     dist = np.zeros(5) if dist is None else np.asarray(dist, float)
@@ -277,6 +298,7 @@ class CameraResult:
     T_parent_cam: np.ndarray
     views: list[ViewResult]
     extra: dict = field(default_factory=dict)
+    method_poses: dict = field(default_factory=dict)  # hand-eye method -> its closed-form mount (not refined)
 
     def as_dict(self) -> dict:
         return {
@@ -434,7 +456,7 @@ def calibrate_wrist(
         "hand_eye_best": best,
         "board_from_arm_vs_marked": {"mm": round(board_mm, 3), "deg": round(board_deg, 4)},
     }
-    return CameraResult(camera, parent, X, views, extra)
+    return CameraResult(camera, parent, X, views, extra, {k: v["X"] for k, v in usable.items()})
 
 
 # ----------------------------------------------------------------------------------- thresholds
