@@ -6,16 +6,39 @@ import os
 import sys
 from pathlib import Path
 
+
+def _claim_domain_id() -> str:
+    """A ROS_DOMAIN_ID no other test session on this machine holds (flock on a file per id).
+
+    Sessions of several people run side by side here; two in one domain see each other's topics
+    (1 + pid % 200 collided with probability 1/200 per pair). The lock lives as long as this process.
+    """
+    import fcntl
+    import tempfile
+
+    for domain in [*range(1 + os.getpid() % 200, 201), *range(1, 1 + os.getpid() % 200)]:
+        f = open(Path(tempfile.gettempdir()) / f"clamp_test_ros_domain_{domain}.lock", "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _DOMAIN_LOCK.append(f)  # held (open) until the session ends
+        return str(domain)
+    raise RuntimeError("all ROS domain ids 1..200 are held by other test sessions; set CLAMP_TEST_DOMAIN_ID")
+
+
+_DOMAIN_LOCK: list = []
 # Before anything imports rclpy: this session's own DDS domain, discovery on this machine only.
-os.environ["ROS_DOMAIN_ID"] = os.environ.get("CLAMP_TEST_DOMAIN_ID", str(1 + os.getpid() % 200))
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("CLAMP_TEST_DOMAIN_ID") or _claim_domain_id()
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers importable from package tests
 
-import pytest
-from ros_harness import RosHarness, RosProcess
+import pytest  # noqa: E402 (after the environment above)
+from ros_harness import RosHarness, RosProcess  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
