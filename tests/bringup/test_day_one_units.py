@@ -266,6 +266,10 @@ def test_item8_one_owner_per_mode_and_the_driver_refuses_the_rest():
     owners = {m: build_graph("aloha", m).node("arm_driver").parameters["command_owner"] for m in ("policy", "teleop")}
     assert owners == {"policy": rig.COMMAND_SOURCE_EXECUTOR, "teleop": rig.COMMAND_SOURCE_TELEOP}
     assert build_graph("aloha", "record").node("arm_driver").parameters["command_owner"] == rig.COMMAND_SOURCE_TELEOP
+    arms = _ready(_core(owner=build_graph("aloha", "arms").node("arm_driver").parameters["command_owner"]))
+    for k, source in enumerate((rig.COMMAND_SOURCE_OPERATOR, rig.COMMAND_SOURCE_CALIBRATION)):
+        assert arms.command(arms.start_pose, stamp=1.0 + k, source=source) is not None
+    assert arms.command(arms.start_pose, stamp=5.0, source=rig.COMMAND_SOURCE_EXECUTOR) is None
     core = _ready(_core(owner=rig.COMMAND_SOURCE_EXECUTOR))
     assert core.command(core.start_pose, stamp=1.0, source=rig.COMMAND_SOURCE_TELEOP) is None
     assert core.command(core.start_pose, stamp=1.1, source="") is None

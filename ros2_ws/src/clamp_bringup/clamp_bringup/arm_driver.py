@@ -122,6 +122,8 @@ class ArmDriverCore:
         self.move_time_s = float(move_time_s)
         self.dt = 1.0 / float(rate_hz)
         self.gripper = gripper
+        # the sources allowed to command (header.frame_id), comma-separated; None = anyone
+        self.owners = tuple(o.strip() for o in owner.split(",") if o.strip()) if owner else ()
         self.owner = owner or None
         self.engage_tolerance = float(engage_tolerance)
         self.command_timeout_s = float(command_timeout_s)
@@ -220,8 +222,8 @@ class ArmDriverCore:
         if self.state != "ready":
             self._refuse("not_ready", f"driver is {self.state}, not ready")
             return None
-        if self.owner is not None and source != self.owner:
-            self._refuse("not_owner", f"command from {source!r}; this mode takes commands from {self.owner!r} only")
+        if self.owners and source not in self.owners:
+            self._refuse("not_owner", f"command from {source!r}; this mode takes commands from {self.owners} only")
             return None
         target = np.asarray(target14, dtype=float)
         if stamp is not None and not np.isfinite(stamp):

@@ -272,7 +272,7 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
         "policy": rig.COMMAND_SOURCE_EXECUTOR,
         "teleop": rig.COMMAND_SOURCE_TELEOP,
         "record": rig.COMMAND_SOURCE_TELEOP,
-        "arms": rig.COMMAND_SOURCE_OPERATOR,
+        "arms": f"{rig.COMMAND_SOURCE_OPERATOR},{rig.COMMAND_SOURCE_CALIBRATION}",
     }[mode]
     driver = {
         **common,

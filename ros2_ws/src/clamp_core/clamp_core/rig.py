@@ -109,6 +109,7 @@ JOINT_COMMAND_TOPIC = "/clamp/joint_command"
 COMMAND_SOURCE_EXECUTOR = "chunk_executor"
 COMMAND_SOURCE_TELEOP = "teleop"
 COMMAND_SOURCE_OPERATOR = "operator"  # `arms` mode: a person's script; nothing else runs
+COMMAND_SOURCE_CALIBRATION = "calibration"  # `arms` mode: clamp_bringup.calibrate moving the wrists
 VIEWS_TOPIC = "/clamp/views"
 CLOUD_TOPIC = "/clamp/cloud"
 TASK_TOPIC = "/clamp/task"
