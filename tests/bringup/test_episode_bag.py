@@ -283,3 +283,39 @@ def test_write_error_closes_the_episode_incomplete_and_keeps_the_flushed_data(tm
     assert r.metadata["status"] == "incomplete" and r.metadata["extras"]["error"] == res["error"]
     positions = [m.msg.position[0] for m in r.messages()]
     assert positions[: res["flushed"]] == [float(i) for i in range(res["flushed"])]  # all that was flushed
+
+
+def test_recorder_episode_on_a_full_disk_logs_one_error_and_closes_incomplete(tmp_path):
+    """clamp_bringup.recorder.Episode (the recorder's writer thread) hitting a real write error."""
+    bag = tmp_path / "full"
+    script = textwrap.dedent(f"""
+        import json, resource, signal, time
+        from rclpy.serialization import serialize_message
+        from sensor_msgs.msg import JointState
+        from clamp_bringup.recorder import Episode
+        from clamp_core.episode_bag import EpisodeWriter
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        errors = []
+        w = EpisodeWriter({str(bag)!r}, {{"task": "full"}}, flush_interval_s=0.05, compression="none")
+        ep = Episode(w, {{}}, on_error=errors.append, joint_state_topics=["/follower_left/joint_states"])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        for i in range(3000):
+            m = JointState(); m.name = ["waist"]; m.position = [float(i)] * 100
+            m.header.stamp.sec = 1 + i // 50; m.header.stamp.nanosec = (i % 50) * 20_000_000
+            topic, mt = "/follower_left/joint_states", "sensor_msgs/msg/JointState"
+            ep.add(topic, mt, serialize_message(m), 10**9 + i * 20_000_000)
+            time.sleep(0.0005)
+        meta = ep.close(success=True)
+        print(json.dumps({{"errors": errors, "status": meta["status"], "flags": meta["flags"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy())
+    import json
+
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(res["errors"]) == 1 and "File too large" in res["errors"][0]  # one error, not thousands
+    assert res["status"] == "incomplete" and "write_error" in res["flags"]
+    with pytest.warns(UserWarning, match="not closed"):
+        r = EpisodeReader(bag)
+    assert r.metadata["status"] == "incomplete"
+    positions = [m.msg.position[0] for m in r.messages()]
+    assert len(positions) > 20 and positions == [float(i) for i in range(len(positions))]  # flushed prefix, in order

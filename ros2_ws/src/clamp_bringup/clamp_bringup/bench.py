@@ -243,6 +243,7 @@ def run_publisher(profile_name: str, seconds: float, ready_file: str, n_cameras:
     tf_pub = node.create_publisher(TFMessage, "/tf", qos)
     js_period = 1.0 / float(profile["joint_state_hz"])
     counts: dict[str, int] = {}
+    nbytes = 0  # payload bytes published (image data; joint states ~0.2 KB each)
     # start when every stream has its subscriber (the recorder's)
     pubs = [p for _, msgs in cams.values() for p, _, ip, _ in msgs for p in (p, ip)] + list(js_pubs.values())
     deadline = time.monotonic() + 60.0
@@ -283,6 +284,7 @@ def run_publisher(profile_name: str, seconds: float, ready_file: str, n_cameras:
                 m.header.stamp = st
                 pub.publish(m)
                 counts[topic] = counts.get(topic, 0) + 1
+                nbytes += 200
             tf_pub.publish(TFMessage())
             counts["/tf"] = counts.get("/tf", 0) + 1
         else:
@@ -294,12 +296,21 @@ def run_publisher(profile_name: str, seconds: float, ready_file: str, n_cameras:
                 info.header.stamp = st
                 pub.publish(img)
                 info_pub.publish(info)
+                nbytes += len(img.data) + 400
                 counts[pub.topic_name] = counts.get(pub.topic_name, 0) + 1
                 counts[info_pub.topic_name] = counts.get(info_pub.topic_name, 0) + 1
     elapsed = time.monotonic() - t0
     cpu = os.times()
     print(
-        json.dumps({"published": counts, "seconds": elapsed, "late_events": late, "cpu_s": cpu.user + cpu.system}),
+        json.dumps(
+            {
+                "published": counts,
+                "published_mb": nbytes / 1e6,
+                "seconds": elapsed,
+                "late_events": late,
+                "cpu_s": cpu.user + cpu.system,
+            }
+        ),
         flush=True,
     )
     time.sleep(1.0)  # let reliable retransmissions finish before the writers go away
@@ -384,7 +395,8 @@ def record_once(profile_name: str, seconds: float, compression: str, root: Path,
     return {
         "compression": compression,
         "cameras": n_cameras,
-        "offered_mb_s": round(meta["extras"]["recorder_bytes_in"] / 1e6 / pub_report["seconds"], 1),
+        "offered_mb_s": round(pub_report["published_mb"] / pub_report["seconds"], 1),
+        "received_mb_s": round(meta["extras"]["recorder_bytes_in"] / 1e6 / pub_report["seconds"], 1),
         "offered": sum(published.values()),
         "received": sum(received.values()),
         "dropped": sum(published.values()) - sum(received.values()),
