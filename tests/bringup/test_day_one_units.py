@@ -437,3 +437,21 @@ def test_item3_simulator_scene_is_the_world_definition():
         q = sim.state()
         for arm, T in world.points_in_world(q, "gripper_link").items():  # same arm kinematics
             np.testing.assert_allclose(T[:3, 3], poses[f"{arm}/gripper_link"][:3, 3], atol=1e-3)
+
+
+def test_item6_states_stamped_just_after_the_tick_are_fresh_far_ahead_are_not():
+    from clamp_policy.executor import ChunkExecutor, ExecState, ExecutorConfig, make_chunk
+
+    home = np.array(ALOHA["driver"]["start_pose"])
+    ex = ChunkExecutor(ExecutorConfig(blend_s=0.0), safety_limits(ALOHA))
+    t = 10.0
+    ex.update_state(home, t + 0.015)  # sim time: the clock is past the tick's grid point
+    ex.submit(make_chunk(t, np.arange(50) * 0.02, np.tile(home, (50, 1))), now=t)
+    for _ in range(20):
+        ex.update_state(home, t + 0.015)
+        ex.tick(t)
+        t += 0.02
+    assert ex.state == ExecState.RUNNING
+    ex.update_state(home, t + 5.0)  # a state from a clock far ahead is not a fresh measurement
+    ex.tick(t)
+    assert ex.state == ExecState.HOLD and "stale" in ex.reason

@@ -396,7 +396,9 @@ class ChunkExecutor:
             self._clock_jumped(now)
         self._last_now = now
         t_cmd = now + cfg.exec_latency_s
-        state_fresh = 0.0 <= now - self._state_stamp <= cfg.state_timeout_s
+        # (a state may be stamped a little after the tick time: ticks run on the control grid; one from
+        # far ahead is from another clock)
+        state_fresh = abs(now - self._state_stamp) <= cfg.state_timeout_s
 
         driver_ready = self.driver_state in (None, "ready")
         if not driver_ready and self.state in (ExecState.RUNNING, ExecState.HOLD, ExecState.SAFE):
