@@ -281,7 +281,7 @@ class Calibrator:
                         f"make sure nothing covers it and that {c} points at it; `--print-board` prints it"
                     )
                 K = obs[c][0][2].K
-                results[c] = C.calibrate_fixed(c, self.board, seen, K)
+                results[c] = C.calibrate_fixed(c, self.board, seen, K, use_depth=bool(self.cfg["fixed_use_depth"]))
                 self.log(f"{c}: {len(seen)} frames, reprojection {max(v.rms_px for v in results[c].views):.3f} px")
         # 2. wrist cameras: plan for both followers, visit the poses pairwise (both arms move together)
         plans = {}

@@ -248,6 +248,7 @@ CALIBRATION_DEFAULTS = {
     },
     "wrist_poses": 12,  # eye-in-hand views per wrist camera (>= 10)
     "speed_scale": 0.25,  # fraction of the joint velocity limits for calibration moves
+    "fixed_use_depth": True,  # refine fixed cameras' board pose with its depth pixels (after the depth check)
     "max_reprojection_px": 1.0,  # per view RMS
     "max_view_mm": 3.0,  # per wrist view: board pose implied by the view vs the consensus
     "max_view_deg": 0.5,
