@@ -216,3 +216,20 @@ def test_divergence_is_flagged_and_freezes_the_task_verdict():
         sim.step(2)
     sim.reset(1)
     assert not sim.diverged
+
+
+def test_time_warp_is_monotone_and_bounded():
+    """The demonstrators' time warp: identity without variation; otherwise strictly increasing,
+    starting after its delay, ending within the bound the horizon is computed from, and varied."""
+    from clamp_sim.scripted import TimeWarp
+
+    nominal = TimeWarp(None)
+    assert [nominal(t) for t in (0, 17, 340)] == [0, 17, 340] and nominal.inverse(123) == 123
+    ends = []
+    for seed in range(300):
+        w = TimeWarp(np.random.default_rng(seed), end=340)
+        t = np.array([w(x) for x in range(0, 341, 5)])
+        assert np.all(np.diff(w.actual) > 0) and TimeWarp.DELAY[0] <= t[0] <= TimeWarp.DELAY[1] + 1
+        assert t[-1] <= TimeWarp.bound(340) and abs(w.inverse(w(200)) - 200) < 1.0
+        ends.append(t[-1])
+    assert np.std(ends) > 30 and min(ends) < 340 < max(ends)

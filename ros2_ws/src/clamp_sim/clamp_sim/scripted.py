@@ -143,19 +143,27 @@ class Waypoint:
 
 class TimeWarp:
     """Monotone nominal -> actual control-step map: a start delay, then piecewise-linear with a
-    random overall pace and a random pace per KNOT-step segment (a teleoperator's rhythm)."""
+    random overall pace and a random pace per KNOT-step segment (a teleoperator's rhythm).
+
+    Ranges (measured with `python -m clamp_sim.bench --timing-leak`): up to 0.6 s before moving,
+    0.85-1.45 x the nominal duration overall, +-15% per 0.8 s segment."""
 
     KNOT = 40
+    DELAY, PACE, WOBBLE = (0.0, 30.0), (0.85, 1.45), 0.15
 
-    def __init__(self, rng: np.random.Generator | None, delay=(0, 15), pace=(0.85, 1.2), wobble=0.1) -> None:
+    def __init__(self, rng: np.random.Generator | None, end: float | None = None) -> None:
         n = 40  # segments: covers 1600 nominal steps
         if rng is None:  # the nominal timetable
             d, k = 0.0, np.ones(n)
         else:
-            d = float(rng.uniform(*delay))
-            k = rng.uniform(*pace) * rng.uniform(1 - wobble, 1 + wobble, n)
+            d = float(rng.uniform(*self.DELAY))
+            k = rng.uniform(*self.PACE) * rng.uniform(1 - self.WOBBLE, 1 + self.WOBBLE, n)
         self.nominal = np.arange(n + 1) * float(self.KNOT)
         self.actual = d + np.concatenate([[0.0], np.cumsum(k * self.KNOT)])
+        if end is not None and self(end) > self.bound(end):
+            # a slow draw whose wobble adds up: compress it to the bound (keeps horizons short)
+            drawn = np.interp(end, self.nominal, self.actual)
+            self.actual = d + (self.actual - d) * (self.bound(end) - d) / (drawn - d)
 
     def __call__(self, t_nominal: float) -> int:
         return int(round(np.interp(t_nominal, self.nominal, self.actual)))
@@ -163,10 +171,10 @@ class TimeWarp:
     def inverse(self, t_actual: float) -> float:
         return float(np.interp(t_actual, self.actual, self.nominal))
 
-    @staticmethod
-    def bound(t_nominal: float, delay=(0, 15), pace=(0.85, 1.2), wobble=0.1) -> int:
-        """Latest actual step a nominal step can map to."""
-        return int(np.ceil(delay[1] + t_nominal * pace[1] * (1 + wobble)))
+    @classmethod
+    def bound(cls, t_nominal: float) -> int:
+        """Latest actual step the plan's nominal end `t_nominal` maps to."""
+        return int(np.floor(cls.DELAY[1] + t_nominal * cls.PACE[1]))
 
 
 SETTLE_STEPS = 30  # after the last waypoint: the task's settle time (0.5 s) and a margin
@@ -236,7 +244,7 @@ class ScriptedPolicy:
         for i, arm in enumerate(rig.FOLLOWERS):
             self.q0[arm] = state[7 * i : 7 * i + 6].copy()
             self.q[arm] = self.q0[arm].copy()
-        self.warp = TimeWarp(self.rng if self.vary else None)
+        self.warp = TimeWarp(self.rng if self.vary else None, end=self.nominal_end)
         self.waypoints = self.plan(obs)
         for wps in self.waypoints.values():
             for wp in wps:
