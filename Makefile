@@ -13,7 +13,7 @@ test: setup
 	@$(ENV) ruff check . && ruff format --check . && python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	@$(ENV) scripts/demo.sh
+	@$(ENV) scripts/demo.sh $(ARGS)
 
 bench: setup
 	@$(ENV) scripts/bench.sh

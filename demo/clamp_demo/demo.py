@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-BUILD_SECTIONS = ("task", "data", "pretrain", "finetune")
+BUILD_SECTIONS = ("task", "data", "train")
 
 
 class DemoError(RuntimeError):
@@ -65,7 +65,7 @@ def load_demo_config(path: str | os.PathLike | None = None, overrides: dict | No
         cfg = read_yaml(p, "demo config")
     except ConfigError as exc:
         raise DemoError(str(exc)) from exc
-    required = ("task", "out", "cache", "data_cache", "data", "pretrain", "finetune", "closed_loop")
+    required = ("task", "out", "cache", "data_cache", "data", "train", "closed_loop")
     missing = [k for k in required if k not in cfg]
     if missing:
         raise DemoError(f"{p}: missing key(s) {missing}; start from demo/demo.yaml")
@@ -74,8 +74,6 @@ def load_demo_config(path: str | os.PathLike | None = None, overrides: dict | No
 
     if cfg["task"] not in TASKS:
         raise DemoError(f"task {cfg['task']!r} is not a clamp_sim task; choose one of {sorted(TASKS)}")
-    if cfg["task"] not in cfg["data"]["pretrain_tasks"]:
-        cfg["data"]["pretrain_tasks"] = [*cfg["data"]["pretrain_tasks"], cfg["task"]]
     cfg["config_path"] = str(p)
     return cfg
 
@@ -86,15 +84,24 @@ def _resolve(path: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- build
+def _train_config_file(cfg: dict) -> Path:
+    f = _resolve(cfg["train"]["config"])
+    if not f.is_file():
+        raise DemoError(f"train.config {f} not found; point it at a training config (training/configs/*.yaml)")
+    return f
+
+
 def build_key(cfg: dict) -> str:
     from clamp_training.experiment import code_digest, digest
 
-    return digest({k: cfg[k] for k in BUILD_SECTIONS}, code_digest("data"), code_digest("train"))
+    recipe = _train_config_file(cfg).read_text()
+    return digest({k: cfg[k] for k in BUILD_SECTIONS}, recipe, code_digest("data"), code_digest("train"))
 
 
 def build_policy(cfg: dict, rebuild: bool = False, progress: bool = True) -> tuple[Path, dict]:
     """The exported demo policy (built once per key); returns (policy dir, build record)."""
-    from clamp_training.experiment import Stages, episode_datasets, finetune_stage, pretrain_stage
+    from clamp_training.experiment import Stages, episode_datasets
+    from clamp_training.train import build_config, train
 
     key = build_key(cfg)
     root = _resolve(cfg["cache"]) / key
@@ -106,43 +113,37 @@ def build_policy(cfg: dict, rebuild: bool = False, progress: bool = True) -> tup
         return root / "policy", {**record, "cached": True}
     if rebuild:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"policy: building {root / 'policy'} (first run: scripted demos -> CLAMP pretraining -> fine-tuning)")
-    data_cache, d = _resolve(cfg["data_cache"]), cfg["data"]
+    d, tr = cfg["data"], cfg["train"]
+    print(f"policy: building {root / 'policy'} (first run: scripted demos -> training with {tr['config']})")
     stages = Stages(prefix="[build] ")
     t0 = time.perf_counter()
-    common = dict(
-        image_size=d["image_size"],
-        camera_hz=float(d["camera_hz"]),
-        cache=data_cache,
-        workers=int(d.get("workers", 2)),
-        progress=progress,
-        require_success=bool(d.get("require_success", True)),
-    )
-    with stages.stage("demonstrations", f"{d['pretrain_episodes']} scripted episodes each of {d['pretrain_tasks']}"):
-        per_task = {t: episode_datasets(t, int(d["pretrain_episodes"]), 0, **common) for t in d["pretrain_tasks"]}
-        n_ft = int(d["finetune_episodes"])
-        ft_data = per_task[cfg["task"]][:n_ft]
-        if len(ft_data) < n_ft:
-            ft_data = episode_datasets(cfg["task"], n_ft, 0, **common)
-    pre_data = [p for t in d["pretrain_tasks"] for p in per_task[t]]
-    with stages.stage("pretrain", f"CLAMP on {len(pre_data)} episodes") as info:
-        pre_run, info["cached"] = pretrain_stage(cfg["pretrain"], pre_data, data_cache, progress)
-    with stages.stage("finetune", f"{len(ft_data)} {cfg['task']} demonstrations, CLAMP encoders frozen"):
-        run = root / "finetune"
-        ft = finetune_stage(pre_run, ft_data, run, dict(cfg["finetune"]["train"]), unfreeze=False, progress=progress)
+    with stages.stage("demonstrations", f"{d['episodes']} scripted episodes of {cfg['task']}"):
+        data = episode_datasets(
+            cfg["task"],
+            int(d["episodes"]),
+            int(d["seed"]),
+            image_size=d["image_size"],
+            camera_hz=float(d["camera_hz"]),
+            cache=_resolve(cfg["data_cache"]),
+            workers=int(d.get("workers", 2)),
+            progress=progress,
+            require_success=bool(d.get("require_success", True)),
+            views=bool(d.get("views", False)),
+        )
+    with stages.stage("train", f"{len(data)} {cfg['task']} demonstrations"):
+        tcfg = build_config("default", str(_train_config_file(cfg)), dict(tr.get("overrides") or {}))
+        run = root / "train"
+        summary = train(tcfg, [str(p) for p in data], run, progress=progress)
     with stages.stage("export", "checksum-verified policy checkpoint"):
         policy_dir = export_policy(run / "policy", root / "policy")
-    pre_summary = json.loads((pre_run / "summary.json").read_text())
     record = {
         "key": key,
         "built_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "stage_s": {k: round(v, 1) for k, v in stages.times.items()},
         "stage_cached": stages.cached,
         "total_s": round(time.perf_counter() - t0, 1),
-        "pretrain_run": str(pre_run),
-        "pretrain": {k: pre_summary.get(k) for k in ("steps", "final", "retrieval", "samples_per_s")},
-        "finetune": ft,
-        "episodes": {"pretrain": len(pre_data), "finetune": len(ft_data)},
+        "train": summary,
+        "episodes": {"train": len(data)},
         "config": {k: cfg[k] for k in BUILD_SECTIONS},
     }
     (root / "build.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
@@ -193,6 +194,7 @@ class EpisodeLog:
     view_ages: list = field(default_factory=list)  # clock at receipt - views stamp
     views: int = 0
     snapshots: list = field(default_factory=list)  # (stamp, (224, 1120, 4) float32)
+    filmstrip: list = field(default_factory=list)  # (stamp, cam_high colour image (h, w, 3) uint8)
     diagnostics: dict = field(default_factory=dict)  # status name -> (level, message, {key: value})
 
 
@@ -213,6 +215,7 @@ def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: thre
 
     latest: dict[str, dict] = {}
     pending = list(snapshot_times)
+    pending_rgb = list(snapshot_times)
 
     def on_clock(msg):
         log.clock = max(log.clock, s(msg.clock))
@@ -233,6 +236,17 @@ def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: thre
             arr = image_to_numpy(msg)
             with lock:
                 log.snapshots.append((t, arr))
+
+    def on_cam_high(msg):
+        t = s(msg.header.stamp)
+        with lock:
+            take = bool(pending_rgb) and bool(log.commands) and t >= log.commands[0][0] + pending_rgb[0]
+            if take:
+                pending_rgb.pop(0)
+        if take:
+            img = np.array(image_to_numpy(msg)[..., :3])
+            with lock:
+                log.filmstrip.append((t, img))
 
     def on_command(msg):
         if list(msg.name) != list(rig.ACTION_NAMES):
@@ -262,6 +276,7 @@ def make_probe(context, log: EpisodeLog, snapshot_times: list[float], lock: thre
     node.create_subscription(Clock, "/clock", on_clock, best_effort)
     node.create_subscription(Bool, "/clamp_sim/success", on_success, 10)
     node.create_subscription(Image, rig.VIEWS_TOPIC, on_views, 2)
+    node.create_subscription(Image, rig.color_topic("cam_high"), on_cam_high, best_effort)
     node.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, on_command, 100)
     for arm in rig.FOLLOWERS:
         node.create_subscription(JointState, rig.joint_states_topic(arm), lambda m, a=arm: on_state(a, m), 100)
@@ -458,6 +473,27 @@ def plot_views(snapshots: list, t_start: float, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_filmstrip(frames: list, path: Path, title: str) -> bool:
+    """cam_high thumbnails over an episode in one PNG; False when none were recorded."""
+    if not frames:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = frames[0][0]
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.2), squeeze=False)
+    for ax, (t, img) in zip(axes[0], frames, strict=True):
+        ax.imshow(img)
+        ax.set_axis_off()
+        ax.set_title(f"+{t - t0:.1f} s", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def plot_joints(ep: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -526,6 +562,7 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         "command_gaps": int(sum(m["command_gaps_over_1p5_ticks"] for m in metrics)),
         "executor_missed_ticks": agg("executor_missed_ticks", np.sum),
         "clamps_total": agg("clamps_total", np.sum),
+        "clamps_per_command": (agg("clamps_total", np.sum) or 0.0) / max(sum(m["commands"] for m in metrics), 1),
         "report": str(out / "report.md"),
     }
     policy = build.get("policy_dir", "")
@@ -539,9 +576,8 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         f"{cl['sim'].get('image_width')}x{cl['sim'].get('image_height')} at {cl['sim'].get('camera_hz')} Hz.",
         "",
         f"Policy: `{policy}` ({'reused from the cache' if build.get('cached') else 'built by this run'}; key "
-        f"{build.get('key')}): CLAMP pretraining on {build.get('episodes', {}).get('pretrain')} scripted episodes of "
-        f"{', '.join(cfg['data']['pretrain_tasks'])}, fine-tuned on {build.get('episodes', {}).get('finetune')} "
-        f"{cfg['task']} demonstrations with the CLAMP encoders frozen.",
+        f"{build.get('key')}): trained with `{cfg['train']['config']}` on "
+        f"{build.get('episodes', {}).get('train')} scripted {cfg['task']} demonstrations.",
         "",
         "## Success",
         "",
@@ -601,6 +637,12 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         lines.append(f"| build: {k} | {v:.0f} | {note} |")
     for k, v in timings.items():
         lines.append(f"| {k} | {v:.0f} | |")
+    lines += ["", "## Episodes (cam_high over the episode)", ""]
+    for i, ep in enumerate(episodes):
+        name = f"filmstrip_{i + 1}_seed{ep['seed']}.png"
+        if plot_filmstrip(ep["log"].filmstrip, out / name, f"episode {i + 1} seed {ep['seed']}: "
+                          f"{'success' if ep['success'] else 'failure'}"):  # fmt: skip
+            lines += [f"![episode {i + 1}]({name})", ""]
     lines += [
         "",
         "![views](views.png)",
@@ -717,4 +759,5 @@ def main(argv: list[str] | None = None) -> int:
         f"{_fmt(s['clamps_total'], '.0f')} clamps"
     )
     print(f"report: {s['report']} (views.png, joints.png, results.json beside it)")
+    print(json.dumps(s))  # the last line: one JSON object
     return 0

@@ -54,7 +54,8 @@ def short_demos(monkeypatch):
 
     def short_policy(task):
         policy = make(task)
-        policy.horizon = STEPS
+        # a subclass whose horizon is STEPS (clamp_sim's horizon may be a read-only property)
+        policy.__class__ = type(f"Short{type(policy).__name__}", (type(policy),), {"horizon": STEPS})
         return policy
 
     monkeypatch.setattr(gen, "make_scripted_policy", short_policy)

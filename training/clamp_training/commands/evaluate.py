@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inference-steps", type=int, default=d.inference_steps, help="DDIM steps")
     ap.add_argument("--image-size", type=int, nargs=2, default=list(d.image_size), metavar=("H", "W"))
     ap.add_argument("--profile", default=d.profile, help="robot profile for executor settings and limits")
-    ap.add_argument("--latency", choices=("measured", "zero"), default=d.latency)
+    ap.add_argument(
+        "--latency-ms",
+        type=float,
+        default=d.latency_ms,
+        help="observation -> chunk at the executor (inference + DDS); -1: each inference's measured wall time",
+    )
     ap.add_argument("--out", default=None, help="report dir: report.md, strips, joint plots, summary.json")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         inference_steps=a.inference_steps,
         image_size=tuple(a.image_size),
         profile=a.profile,
-        latency=a.latency,
+        latency_ms=a.latency_ms,
     )
     from clamp_policy.models.checkpoint import CheckpointError
 
