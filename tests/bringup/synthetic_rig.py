@@ -38,12 +38,13 @@ class SyntheticRig(Node):
         self.img, self.info = {}, {}
         for cam in rig.CAMERAS:
             for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
-                self.img[topic] = self.create_publisher(Image, topic, 10)
-                self.info[topic] = self.create_publisher(CameraInfo, rig.camera_info_topic(topic), 10)
-        self.tf = self.create_publisher(TFMessage, "/tf", 50)
+                # deep (~6 s): a reliable writer keeps what a stalled reader has not acknowledged yet
+                self.img[topic] = self.create_publisher(Image, topic, 100)
+                self.info[topic] = self.create_publisher(CameraInfo, rig.camera_info_topic(topic), 100)
+        self.tf = self.create_publisher(TFMessage, "/tf", 500)
         self.tf_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.task = self.create_publisher(String, rig.TASK_TOPIC, LATCHED)
-        self.cmd = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 10)
+        self.cmd = self.create_publisher(JointState, rig.JOINT_COMMAND_TOPIC, 100)
         static = TFMessage(transforms=[self._tf("world", rig.color_optical_frame(c)) for c in rig.CAMERAS])
         self.tf_static.publish(static)
         self._rgb = array.array("B", np.full(24 * 32 * 3, 100, np.uint8).tobytes())
@@ -123,4 +124,6 @@ class SyntheticRig(Node):
             self.info[topic].publish(info)
 
     def _command(self, ns):
-        self.cmd.publish(JointState(name=list(rig.ACTION_NAMES), position=[0.0] * 14))
+        msg = JointState(name=list(rig.ACTION_NAMES), position=[0.0] * 14)
+        msg.header.stamp = self._stamp(ns)  # nominal, like the chunk executor's ticks: rated by stamp
+        self.cmd.publish(msg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 
 import pytest
 import yaml
@@ -78,23 +79,29 @@ def test_recorded_episode_reads_back_with_every_topic_at_its_rate(ros, tmp_path,
     meta = r.metadata
     assert meta["status"] == "complete" and meta["success"] is True and meta["task"] == "transfer the cube"
     info = r.topics()
+    # Rates are the data's (header stamps, nominal in the synthetic rig), so they are exact whatever the
+    # machine's load; what load could change, losing messages, is checked by counting (sequence numbers,
+    # frame gaps). Bag (receive) times are not rated: on a shared 2-core VM they jitter by design.
     for arm in rig.FOLLOWERS + rig.LEADERS:
-        assert info[rig.joint_states_topic(arm)].rate_hz == pytest.approx(50.0, rel=0.2)
+        topic = rig.joint_states_topic(arm)
+        assert meta["rates"][topic] == pytest.approx(50.0, rel=1e-3), topic
+        js = [m.msg for m in r.messages([topic])]
+        seqs = [int(m.position[0]) for m in js]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), topic  # nothing lost in between
+        assert len(seqs) > 100 and list(js[0].name) == list(rig.XS_JOINT_NAMES)
     for cam in rig.CAMERAS:
-        expect = CAMERA_HZ * (0.8 if cam == "cam_low" else 1.0)  # every 5th cam_low frame dropped
-        assert info[rig.color_topic(cam)].rate_hz == pytest.approx(expect, rel=0.2), cam
+        for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
+            if cam == "cam_low":  # every 5th frame dropped at the source: gaps counted, the rate shows them
+                assert 4 * meta["dropped_frames"][topic] == pytest.approx(info[topic].count, abs=4), topic
+                assert meta["rates"][topic] == pytest.approx(0.8 * CAMERA_HZ, rel=0.1), topic
+            else:
+                assert meta["dropped_frames"][topic] == 0, topic
+                assert meta["rates"][topic] == pytest.approx(CAMERA_HZ, rel=1e-3), topic
         assert info[rig.camera_info_topic(rig.depth_topic(cam))].count > 0
     assert info["/tf_static"].count >= 1 and info[rig.TASK_TOPIC].count >= 1 and info["/tf"].count > 50
-    js = [m.msg for m in r.messages([rig.joint_states_topic("follower_right")])]
-    seqs = [int(m.position[0]) for m in js]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # nothing lost in between
-    assert list(js[0].name) == list(rig.XS_JOINT_NAMES)
-    # quality: dropped frames counted on cam_low only; 30 Hz commands < 45 Hz flagged
-    dropped = meta["dropped_frames"]
-    assert dropped[rig.color_topic("cam_low")] >= 5 and dropped[rig.color_topic("cam_high")] == 0
-    assert meta["control_hz"] == pytest.approx(30.0, rel=0.25)
+    # 30 Hz commands (stamped) < 45 Hz: flagged
+    assert meta["control_hz"] == pytest.approx(30.0, rel=1e-3)
     assert set(meta["flags"]) == {"dropped_frames", "control_below_min_hz"}
-    assert meta["rates"][rig.joint_states_topic("leader_left")] == pytest.approx(50.0, rel=0.2)
 
     # discard removes the bag
     assert _call(probe, "/recorder/start").success
@@ -122,9 +129,18 @@ def test_killed_recorder_keeps_everything_flushed(ros, ros_process, tmp_path, pr
     res = _call(probe, "/recorder/start", timeout=60.0)
     assert res.success, res.message
     time.sleep(1.5)
-    synth.joints_paused = True  # joint states stop; the flush timer (0.2 s) writes out all it received
+    synth.joints_paused = True  # joint states stop; the writer thread flushes what it received
     last_seq = synth.seq
-    time.sleep(1.0)
+
+    def flushed_up_to():  # the last joint state on disk, read as a crash would leave the file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seqs = [int(m.msg.position[0]) for m in EpisodeReader(res.message).messages([js_topic])]
+        return seqs[-1] if seqs else -1
+
+    # an explicit event, not a sleep: the last joint state is flushed to disk (the timeout only catches a hang)
+    js_topic = rig.joint_states_topic("follower_left")
+    wait_until(lambda: flushed_up_to() == last_seq, 30.0, f"joint state {last_seq} flushed to disk")
     proc.proc.send_signal(signal.SIGKILL)  # while the cameras are still streaming
     proc.proc.wait()
 

@@ -155,7 +155,7 @@ class Episode:
                 return
             self._backlog += len(cdr)
             self.max_backlog_seen = max(self.max_backlog_seen, self._backlog)
-        self._queue.put((topic, msgtype, t, cdr))
+            self._queue.put((topic, msgtype, t, cdr))  # under the lock: queue order = bag time order
 
     def tick_control(self, now_ns: int, stamp_ns: int = 0) -> None:
         """One control-loop command seen (e.g. on rig.JOINT_COMMAND_TOPIC); its stamp if it has one."""

@@ -47,8 +47,9 @@ from clamp_bringup.recorder import (
 from clamp_bringup.teleop import GripperGesture
 
 SENSOR_QOS = {  # images + camera_info; `best_effort` also matches best-effort (sensor_data) publishers
-    "reliable": QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE),
-    "best_effort": QoSProfile(depth=30, reliability=ReliabilityPolicy.BEST_EFFORT),
+    # 60 deep = 2 s at 30 Hz: an executor held up that long (GC, a loaded machine) loses no frame
+    "reliable": QoSProfile(depth=60, reliability=ReliabilityPolicy.RELIABLE),
+    "best_effort": QoSProfile(depth=60, reliability=ReliabilityPolicy.BEST_EFFORT),
 }
 # Deep queues: ~2 s of joint states, so a recorder busy writing images catches up without losing any.
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
@@ -95,7 +96,7 @@ class RecorderNode(Node):
             self.create_subscription(msg_class(msgtype), topic, self._on_raw(topic, msgtype), qos, raw=True)
         for arm in profiles.leaders(self.profile):
             self.create_subscription(JointState, rig.joint_states_topic(arm), self._on_leader(arm), 10)
-        self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10)
+        self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, RELIABLE)  # every tick rated
 
         for name, cb in (
             ("start", self._srv_start),
