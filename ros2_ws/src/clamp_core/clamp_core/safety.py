@@ -356,7 +356,8 @@ class WorkspaceGuard:
         out = {}
         for i, arm in enumerate(rig.FOLLOWERS):
             base = world.base_matrix(arm)
-            out[arm] = np.array([(base @ world.arm_fk(a[7 * i : 7 * i + 6], link))[:3, 3] for link in self.LINKS])
+            poses = world.arm_fk_links(a[7 * i : 7 * i + 6], self.LINKS)
+            out[arm] = np.array([base[:3, :3] @ poses[link][:3, 3] + base[:3, 3] for link in self.LINKS])
         return out
 
     def violation(self, action14) -> str:

@@ -19,6 +19,7 @@ used by the workspace guard (clamp_core.safety.WorkspaceGuard) and by the emulat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,11 @@ def pose_matrix(xyz, rpy) -> np.ndarray:
     return m
 
 
+_BASES = {arm: pose.matrix() for arm, pose in FOLLOWER_BASES.items()}
+
+
 def base_matrix(arm: str) -> np.ndarray:
-    return FOLLOWER_BASES[arm].matrix()
+    return _BASES[arm].copy()
 
 
 # ------------------------------------------------------------------------------- ViperX 300 6DOF
@@ -88,24 +92,37 @@ _VX300S_HOME = {
 LINKS = tuple(_VX300S_HOME)
 
 
-def _exp6(screw: np.ndarray, theta: float) -> np.ndarray:
-    w, v = screw[:3], screw[3:]
-    wx = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
+# per screw axis: its skew matrix, its square and v (precomputed: FK runs on every executor tick)
+_SKEW = []
+for _s in _VX300S_S:
+    _w = _s[:3]
+    _wx = np.array([[0, -_w[2], _w[1]], [_w[2], 0, -_w[0]], [-_w[1], _w[0], 0]])
+    _SKEW.append((_wx, _wx @ _wx, _s[3:].copy()))
+
+
+def _exp6(i: int, theta: float) -> np.ndarray:
+    wx, wx2, v = _SKEW[i]
+    s, c = math.sin(theta), math.cos(theta)
     m = np.eye(4)
-    m[:3, :3] = np.eye(3) + np.sin(theta) * wx + (1 - np.cos(theta)) * wx @ wx
-    m[:3, 3] = (np.eye(3) * theta + (1 - np.cos(theta)) * wx + (theta - np.sin(theta)) * wx @ wx) @ v
+    m[:3, :3] += s * wx + (1 - c) * wx2
+    m[:3, 3] = theta * v + (1 - c) * (wx @ v) + (theta - s) * (wx2 @ v)
     return m
+
+
+def arm_fk_links(joints6, links=LINKS) -> dict[str, np.ndarray]:
+    """4x4 poses of several links in the arm's base_link, from one product of exponentials."""
+    q = np.asarray(joints6, dtype=float)
+    if q.shape != (6,):
+        raise ValueError(f"arm_fk needs 6 joint angles, got shape {q.shape}")
+    t = _exp6(0, q[0])
+    for i in range(1, 6):
+        t = t @ _exp6(i, q[i])
+    return {link: t @ _VX300S_HOME[link] for link in links}
 
 
 def arm_fk(joints6, link: str = "ee_gripper_link") -> np.ndarray:
     """4x4 pose of `link` in the arm's base_link for the 6 arm joint angles (rad, xs_sdk order)."""
-    q = np.asarray(joints6, dtype=float)
-    if q.shape != (6,):
-        raise ValueError(f"arm_fk needs 6 joint angles, got shape {q.shape}")
-    t = np.eye(4)
-    for s, th in zip(_VX300S_S, q, strict=True):
-        t = t @ _exp6(s, th)
-    return t @ _VX300S_HOME[link]
+    return arm_fk_links(joints6, (link,))[link]
 
 
 def points_in_world(action14, link: str = "ee_gripper_link") -> dict[str, np.ndarray]:
