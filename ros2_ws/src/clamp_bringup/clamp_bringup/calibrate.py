@@ -163,7 +163,7 @@ class Calibrator:
                 lambda c=cam: all(k in n.frames[c] for k in ("color", "depth", "info")),
                 fix=f"Check that {cam} streams on {rig.color_topic(cam)} (realsense2_camera / clamp_sim).",
             )
-        n.hold = n.measured()
+        n.hold = np.clip(n.measured(), n.limits.lower, n.limits.upper)  # every command inside the limits
 
     # ------------------------------------------------------------------------------- motion
     def move_to(self, goal14: np.ndarray) -> None:
@@ -253,7 +253,8 @@ class Calibrator:
         n = self.node
         self.wait_ready()
         drv = n.profile["driver"]
-        start14 = n.measured()
+        # where the arms are, inside the limits (a gripper reading 1.01 open is not a reason to stop)
+        start14 = np.clip(n.measured(), n.limits.lower, n.limits.upper)
         t_begin = n.now()
         results, captures = {}, {}
         fixed = [c for c in FIXED_CAMERAS if c in n.cameras]
