@@ -9,8 +9,8 @@ Each control step (rig.CONTROL_HZ, simulated time) does what the nodes do:
   the chunks into one limited command per tick, which the simulated arm driver applies.
 
 Diagnostics per episode, which say why a policy fails before a success rate does:
-- reach error: when an arm's commanded gripper first closes (crosses 0.5 from open), the distance
-  from that gripper (ee_gripper_link) to the nearest task object;
+- reach error: when an arm's gripper first really closes (measured opening from above 0.8 to below
+  0.5), the distance from that gripper (ee_gripper_link) to the nearest task object;
 - limiter clamps: the fraction of ticks where the limiter changed the command;
 - chunk jumps: the mean change between the last executed point of one chunk and the first of the
   next (a policy that guesses a different target every time jumps).
@@ -129,13 +129,24 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
     pending: list[tuple[int, object]] = []  # (arrival tick, chunk)
     report = EpisodeReport(sim.task.name, seed, False, 0.0, horizon)
     strip_every = opts.strip_every or max(horizon // 6, 1)
-    last_cmd, gripper_open = None, {a: True for a in GRIPPER_INDEX}
+    last_cmd, gripper_open = None, {a: False for a in GRIPPER_INDEX}
     jumps, lat, joints, measured = [], [], [], []
     prev_chunk = None
     for t in range(horizon):
         now = sim.time
         state = sim.state()
         ex.update_state(state, now)
+        # reach error: where the gripper is when it really closes (measured opening from > 0.8 to
+        # < 0.5; a momentary dip of the command is not a grasp)
+        for arm, g in GRIPPER_INDEX.items():
+            if state[g] > 0.8:
+                gripper_open[arm] = True
+            elif gripper_open[arm] and state[g] < 0.5:
+                gripper_open[arm] = False
+                if arm not in report.reach_error_m:
+                    p = sim.gripper_pose(arm)[:3, 3]
+                    objs = [np.asarray(v, float) for v in sim.object_positions().values()]
+                    report.reach_error_m[arm] = float(min(np.linalg.norm(o - p) for o in objs))
         frames = None
         if t % k == 0:
             frames = sim.render(policy.cameras)
@@ -156,15 +167,6 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
             report.command_ticks += 1
             if ex.limiter.last_event.any:
                 report.clamped_ticks += 1
-            for arm, g in GRIPPER_INDEX.items():
-                if gripper_open[arm] and cmd[g] < 0.5:
-                    gripper_open[arm] = False
-                    if arm not in report.reach_error_m:
-                        p = sim.gripper_pose(arm)[:3, 3]
-                        objs = [np.asarray(v, float) for v in sim.object_positions().values()]
-                        report.reach_error_m[arm] = float(min(np.linalg.norm(o - p) for o in objs))
-                elif cmd[g] > 0.5:
-                    gripper_open[arm] = True
             sim.apply_action(cmd)
             last_cmd = cmd
         if t % strip_every == 0:
