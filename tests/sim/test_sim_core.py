@@ -233,3 +233,11 @@ def test_time_warp_is_monotone_and_bounded():
         assert t[-1] <= TimeWarp.bound(340) and abs(w.inverse(w(200)) - 200) < 1.0
         ends.append(t[-1])
     assert np.std(ends) > 30 and min(ends) < 340 < max(ends)
+
+
+def test_scripted_horizon_is_assignable():
+    """Other packages' tests shorten the scripted episodes by assigning `policy.horizon`."""
+    policy = make_scripted_policy("place_cube")
+    assert policy.horizon > 400
+    policy.horizon = 40
+    assert policy.horizon == 40 and make_scripted_policy("place_cube").horizon > 400

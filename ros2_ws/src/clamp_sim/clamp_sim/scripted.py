@@ -203,10 +203,17 @@ class ScriptedPolicy:
         self.ik = {arm: ArmIK(self.model, arm, f"{arm}/grasp") for arm in rig.FOLLOWERS}
         self.reset()
 
+    _horizon: int | None = None
+
     @property
     def horizon(self) -> int:
-        """Control steps per episode: the slowest time warp of the plan, then time to settle."""
-        return TimeWarp.bound(self.nominal_end) + SETTLE_STEPS
+        """Control steps per episode: the slowest time warp of the plan, then time to settle
+        (assignable, e.g. to cut episodes short in tests)."""
+        return self._horizon if self._horizon is not None else TimeWarp.bound(self.nominal_end) + SETTLE_STEPS
+
+    @horizon.setter
+    def horizon(self, steps: int) -> None:
+        self._horizon = int(steps)
 
     def finished(self, step: int) -> bool:
         """The plan is done and the scene has had time to settle (the harness may stop early)."""
