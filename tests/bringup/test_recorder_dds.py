@@ -6,6 +6,7 @@ import os
 import signal
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import yaml
@@ -69,11 +70,19 @@ def test_recorded_episode_reads_back_with_every_topic_at_its_rate(ros, tmp_path,
     assert res.success, res.message
     bag = res.message
 
-    # Plain rosbags opens it (complete rosbag2 bag)...
+    # Plain rosbags opens it (complete rosbag2 bag), the reference MCAP reader decodes every message,
+    # and metadata.yaml is what ROS 2 Humble's rosbag2 decodes...
+    from helpers.rosbag2_humble import decode_metadata
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
     from rosbags.rosbag2 import Reader
 
     with Reader(bag) as rb:
         assert set(rb.topics) == set(recorder.topics)
+    humble = decode_metadata((Path(bag) / "metadata.yaml").read_text())
+    with open(next(Path(bag).glob("*.mcap")), "rb") as f:
+        decoded = sum(1 for _ in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages())
+    assert decoded == humble["message_count"] == sum(t["message_count"] for t in humble["topics"].values())
     # ...and EpisodeReader decodes all of it with the metadata the recorder measured.
     r = EpisodeReader(bag)
     meta = r.metadata
