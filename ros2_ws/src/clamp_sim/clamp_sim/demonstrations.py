@@ -17,6 +17,7 @@ and end, progress, and the image size.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -146,6 +147,112 @@ def static_tf(sim: AlohaSim) -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
+class _Recorder:
+    """One simulator + demonstrator writing episode bags (one per process when generating in parallel)."""
+
+    def __init__(self, task: str, out: Path, image_size, camera_hz: float, cameras) -> None:
+        self.task, self.out, self.image_size, self.camera_hz = task, out, image_size, camera_hz
+        self.cameras = tuple(cameras)
+        self.policy = make_scripted_policy(task)
+        self.msgs = BagMessages(make_typestore())
+        self.every = max(1, round(rig.CONTROL_HZ / camera_hz))
+        self.sim = AlohaSim(task, image_size=image_size, cameras=self.cameras)
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def episode(self, ep_seed: int) -> dict:
+        task, msgs, sim, policy, every = self.task, self.msgs, self.sim, self.policy, self.every
+        bag = self.out / f"{task}_seed{ep_seed:04d}"
+        writer = EpisodeWriter(
+            bag,
+            {"task": task, "source": "sim", "seed": ep_seed, "action_source": "leader_joint_states/follower_gripper"},
+            fsync=False,
+        )
+        start_objects = {}
+
+        def on_step(sim_, t, action, frames):
+            ns = int(round(sim_.time * 1e9))
+            if t == 0:
+                start_objects.update(sim_.object_positions())
+                writer.write("/tf_static", msgs.tf(ns, static_tf(sim_)), ns)
+                writer.write(rig.TASK_TOPIC, msgs.String(data=sim_.description()), ns)
+            for i, arm in enumerate(rig.FOLLOWERS):
+                _, pos, vel, eff = sim_.joint_states(arm)
+                writer.write(rig.joint_states_topic(arm), msgs.joint_state(ns, pos, vel, eff))
+                leader = rig.LEADERS[i]
+                writer.write(
+                    rig.joint_states_topic(leader),
+                    msgs.joint_state(ns, leader_positions(action[7 * i : 7 * i + 7])),
+                )
+            writer.write("/tf", msgs.tf(ns, dynamic_tf(sim_)), ns)
+            if frames:
+                writer.write(OBJECTS_TOPIC, msgs.String(data=json.dumps(sim_.object_positions())), ns)
+                progress = {"progress": sim_.task.progress, "current": sim_.task.current_progress}
+                writer.write(PROGRESS_TOPIC, msgs.String(data=json.dumps(progress)), ns)
+                for cam, f in frames.items():
+                    frame = rig.color_optical_frame(cam)
+                    h, w = f.rgb.shape[:2]
+                    ctopic, dtopic = rig.color_topic(cam), rig.depth_topic(cam)
+                    writer.write(ctopic, msgs.image(ns, frame, f.rgb, "rgb8"))
+                    writer.write(rig.camera_info_topic(ctopic), msgs.camera_info(ns, frame, f.K, h, w))
+                    writer.write(dtopic, msgs.image(ns, frame, f.depth_mm, "16UC1"))
+                    writer.write(rig.camera_info_topic(dtopic), msgs.camera_info(ns, frame, f.K, h, w))
+
+        t0 = time.perf_counter()
+        try:
+            # ends once the demonstrator is done and the task has settled (episodes vary in length)
+            r = run_episode(
+                sim,
+                policy,
+                ep_seed,
+                policy.horizon,
+                execute_steps=10,
+                render_every=every,
+                on_step=on_step,
+                stop_on_success=True,
+            )
+        except BaseException:
+            writer.discard()
+            raise
+        expected = {rig.joint_states_topic(a): rig.CONTROL_HZ for a in rig.FOLLOWERS + rig.LEADERS}
+        expected["/tf"] = rig.CONTROL_HZ
+        expected[OBJECTS_TOPIC] = expected[PROGRESS_TOPIC] = rig.CONTROL_HZ / every
+        for cam in self.cameras:
+            for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
+                expected[topic] = expected[rig.camera_info_topic(topic)] = rig.CONTROL_HZ / every
+        meta = writer.close(
+            success=bool(r.success),
+            expected_rates=expected,
+            control_hz=rig.CONTROL_HZ,
+            dropped_frames={t: 0 for t in expected},
+            extras={
+                "description": sim.description(),
+                "objects_start": start_objects,
+                "objects_end": sim.object_positions(),
+                "progress": float(r.progress),
+                "success_step": r.success_step,
+                "image_size": list(self.image_size),
+                "camera_hz": self.camera_hz,
+                "wall_s": round(time.perf_counter() - t0, 2),
+            },
+        )
+        return {"bag": str(bag), "success": meta["success"], "seed": ep_seed, "steps": r.steps}
+
+
+_worker: _Recorder | None = None
+
+
+def _init_worker(*args) -> None:
+    global _worker
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _worker = _Recorder(*args)
+
+
+def _worker_episode(ep_seed: int) -> dict:
+    return _worker.episode(ep_seed)
+
+
 def generate(
     task: str,
     episodes: int,
@@ -155,98 +262,34 @@ def generate(
     camera_hz: float = 10.0,
     cameras=rig.CAMERAS,
     progress: bool = True,
+    workers: int = 1,
 ) -> list[dict]:
+    """Episodes seed..seed+episodes-1 as bags under `out`; results in seed order. `workers` > 1
+    records in that many processes (each its own simulator; one per core is the sweet spot)."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    policy = make_scripted_policy(task)
-    store = make_typestore()
-    msgs = BagMessages(store)
-    every = max(1, round(rig.CONTROL_HZ / camera_hz))
+    seeds = [seed + k for k in range(episodes)]
     results = []
-    with AlohaSim(task, image_size=image_size, cameras=tuple(cameras)) as sim:
-        bar = tqdm(range(episodes), desc=f"generate {task}", disable=not progress)
-        for k in bar:
-            ep_seed = seed + k
-            bag = out / f"{task}_seed{ep_seed:04d}"
-            writer = EpisodeWriter(
-                bag,
-                {
-                    "task": task,
-                    "source": "sim",
-                    "seed": ep_seed,
-                    "action_source": "leader_joint_states/follower_gripper",
-                },
-                fsync=False,
-            )
-            start_objects = {}
+    bar = tqdm(total=episodes, desc=f"generate {task}", disable=not progress)
+    args = (task, out, tuple(image_size), camera_hz, tuple(cameras))
+    if workers > 1 and episodes > 1:
+        import multiprocessing as mp
 
-            def on_step(sim_, t, action, frames, writer=writer, start_objects=start_objects):
-                ns = int(round(sim_.time * 1e9))
-                if t == 0:
-                    start_objects.update(sim_.object_positions())
-                    writer.write("/tf_static", msgs.tf(ns, static_tf(sim_)), ns)
-                    writer.write(rig.TASK_TOPIC, msgs.String(data=sim_.description()), ns)
-                for i, arm in enumerate(rig.FOLLOWERS):
-                    _, pos, vel, eff = sim_.joint_states(arm)
-                    writer.write(rig.joint_states_topic(arm), msgs.joint_state(ns, pos, vel, eff))
-                    leader = rig.LEADERS[i]
-                    writer.write(
-                        rig.joint_states_topic(leader),
-                        msgs.joint_state(ns, leader_positions(action[7 * i : 7 * i + 7])),
-                    )
-                writer.write("/tf", msgs.tf(ns, dynamic_tf(sim_)), ns)
-                if frames:
-                    writer.write(OBJECTS_TOPIC, msgs.String(data=json.dumps(sim_.object_positions())), ns)
-                    progress = {"progress": sim_.task.progress, "current": sim_.task.current_progress}
-                    writer.write(PROGRESS_TOPIC, msgs.String(data=json.dumps(progress)), ns)
-                    for cam, f in frames.items():
-                        frame = rig.color_optical_frame(cam)
-                        h, w = f.rgb.shape[:2]
-                        ctopic, dtopic = rig.color_topic(cam), rig.depth_topic(cam)
-                        writer.write(ctopic, msgs.image(ns, frame, f.rgb, "rgb8"))
-                        writer.write(rig.camera_info_topic(ctopic), msgs.camera_info(ns, frame, f.K, h, w))
-                        writer.write(dtopic, msgs.image(ns, frame, f.depth_mm, "16UC1"))
-                        writer.write(rig.camera_info_topic(dtopic), msgs.camera_info(ns, frame, f.K, h, w))
-
-            t0 = time.perf_counter()
-            try:
-                # ends once the demonstrator is done and the task has settled (episodes vary in length)
-                r = run_episode(
-                    sim,
-                    policy,
-                    ep_seed,
-                    policy.horizon,
-                    execute_steps=10,
-                    render_every=every,
-                    on_step=on_step,
-                    stop_on_success=True,
-                )
-            except BaseException:
-                writer.discard()
-                raise
-            expected = {rig.joint_states_topic(a): rig.CONTROL_HZ for a in rig.FOLLOWERS + rig.LEADERS}
-            expected["/tf"] = rig.CONTROL_HZ
-            expected[OBJECTS_TOPIC] = expected[PROGRESS_TOPIC] = rig.CONTROL_HZ / every
-            for cam in cameras:
-                for topic in (rig.color_topic(cam), rig.depth_topic(cam)):
-                    expected[topic] = expected[rig.camera_info_topic(topic)] = rig.CONTROL_HZ / every
-            meta = writer.close(
-                success=bool(r.success),
-                expected_rates=expected,
-                control_hz=rig.CONTROL_HZ,
-                dropped_frames={t: 0 for t in expected},
-                extras={
-                    "description": sim.description(),
-                    "objects_start": start_objects,
-                    "objects_end": sim.object_positions(),
-                    "progress": float(r.progress),
-                    "success_step": r.success_step,
-                    "image_size": list(image_size),
-                    "camera_hz": camera_hz,
-                    "wall_s": round(time.perf_counter() - t0, 2),
-                },
-            )
-            results.append({"bag": str(bag), "success": meta["success"], "seed": ep_seed, "steps": r.steps})
-            bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
-    return results
+        # spawn: a fresh interpreter per worker (no forked GL context or ROS state)
+        with mp.get_context("spawn").Pool(min(workers, episodes), _init_worker, args) as pool:
+            for res in pool.imap_unordered(_worker_episode, seeds):
+                results.append(res)
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
+    else:
+        rec = _Recorder(*args)
+        try:
+            for ep_seed in seeds:
+                results.append(rec.episode(ep_seed))
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
+        finally:
+            rec.close()
+    bar.close()
+    return sorted(results, key=lambda r: r["seed"])
