@@ -284,3 +284,15 @@ def test_open_loop_error_against_recorded_actions():
     assert rep["mae"] == pytest.approx(0.1) and len(rep["mae_per_step"]) == 50
     with pytest.raises(ValueError, match="no action chunks"):
         open_loop_error([], t_ns, actions)
+
+
+def test_calibrate_mode_starts_followers_cameras_and_a_driver_owned_by_the_calibration():
+    g = G.build_graph("aloha", "calibrate")
+    assert {i.arguments["robot_name"] for i in g.includes} == set(rig.FOLLOWERS)  # no leaders
+    assert {n.name for n in g.nodes if n.package == "realsense2_camera"} == set(rig.CAMERAS)
+    assert {f"tf_{cam}_mount" for cam in rig.CAMERAS} <= set(g.names)
+    assert not {"perception", "inference", "chunk_executor", "teleop", "recorder"} & set(g.names)
+    assert g.node("arm_driver").parameters["command_owner"] == rig.COMMAND_SOURCE_CALIBRATION
+    sim = G.build_graph("sim", "calibrate")
+    assert sim.node("sim").parameters["calibration_board"] is True
+    assert "calibration_board" not in G.build_graph("sim", "arms").node("sim").parameters

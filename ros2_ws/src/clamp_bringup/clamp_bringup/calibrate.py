@@ -1,6 +1,6 @@
 """`python -m clamp_bringup.calibrate`: camera extrinsics of the rig from a ChArUco board, over the live graph.
 
-    python -m clamp_bringup.calibrate --profile aloha      # on the robot: `arms` mode running, board placed
+    python -m clamp_bringup.calibrate --profile aloha      # on the robot: `mode:=calibrate` running, board placed
     python -m clamp_bringup.calibrate --sim                # starts clamp_sim + the arm driver itself
     python -m clamp_bringup.calibrate --print-board board.png
 
@@ -150,7 +150,7 @@ class Calibrator:
         self.wait(
             f"joint states of {n.followers}",
             lambda: n.measured() is not None,
-            fix="Start the arms (`python -m clamp_bringup.run --mode arms` or the launch file).",
+            fix="Start the calibration graph (`ros2 launch clamp_bringup aloha.launch.py mode:=calibrate`).",
         )
         self.wait(
             f"the arm driver to be ready on {rig.DRIVER_STATE_TOPIC} (now {n.driver_state!r})",
@@ -453,15 +453,14 @@ def main(argv=None) -> int:
         from clamp_bringup.graph import build_graph
         from clamp_bringup.runner import start_graph
 
-        graph = build_graph(prof, "arms")
+        graph = build_graph(prof, "calibrate")
         print(f"starting {graph.names} (clamp_sim with the ChArUco board)", flush=True)
         running = start_graph(
             graph,
             context=context,
             overrides={
-                "sim": {"calibration_board": True},
                 # clamp_sim's arms start powered in position mode: no xs_sdk motor setup to do
-                "arm_driver": {"command_owner": COMMAND_SOURCE, "motor_setup": False},
+                "arm_driver": {"motor_setup": False},
             },
         )
     node = CalibrationNode(

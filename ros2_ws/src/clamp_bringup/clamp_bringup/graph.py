@@ -11,8 +11,9 @@ its clamp nodes in one process. Both read only this, so what is tested here is w
 
 Modes: ``policy`` (arms + cameras + perception + inference + chunk executor + driver),
 ``teleop`` (arms + cameras + driver + teleop), ``record`` (teleop + recorder), ``arms`` (arms +
-driver only). Hardware profiles start xs_sdk / realsense2_camera / static TF; sim profiles start
-clamp_sim instead.
+driver only), ``calibrate`` (followers + cameras + driver owned by clamp_bringup.calibrate; in
+simulation the ChArUco board is placed). Hardware profiles start xs_sdk / realsense2_camera /
+static TF; sim profiles start clamp_sim instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from clamp_core import rig
 from clamp_core.profile import followers, leaders, load_profile
 
-MODES = ("policy", "teleop", "record", "arms")
+MODES = ("policy", "teleop", "record", "arms", "calibrate")
 
 # The clamp nodes: name -> (package, console script, module, class)
 CLAMP_NODES: dict[str, tuple[str, str, str, str]] = {
@@ -266,13 +267,17 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
                     _static_tf(f"tf_{cam}_mount", m["parent"], f"{spec['camera_name']}_link", m["xyz"], m["rpy"])
                 )
     else:
-        nodes.append(_clamp("sim", {**common, **sim_parameters(prof)}))
+        sim = {**common, **sim_parameters(prof)}
+        if mode == "calibrate":  # the ChArUco board at its marked place (profile calibration.board)
+            sim["calibration_board"] = True
+        nodes.append(_clamp("sim", sim))
 
     owner = {
         "policy": rig.COMMAND_SOURCE_EXECUTOR,
         "teleop": rig.COMMAND_SOURCE_TELEOP,
         "record": rig.COMMAND_SOURCE_TELEOP,
         "arms": f"{rig.COMMAND_SOURCE_OPERATOR},{rig.COMMAND_SOURCE_CALIBRATION}",
+        "calibrate": rig.COMMAND_SOURCE_CALIBRATION,
     }[mode]
     driver = {
         **common,
