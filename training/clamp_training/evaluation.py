@@ -11,7 +11,8 @@ Each control step (rig.CONTROL_HZ, simulated time) does what the nodes do:
 Diagnostics per episode, which say why a policy fails before a success rate does:
 - reach error: when an arm's gripper first really closes (measured opening from above 0.8 to below
   0.5), the distance from that gripper (ee_gripper_link) to the nearest task object;
-- limiter clamps: the fraction of ticks where the limiter changed the command;
+- limiter clamps: the fraction of ticks where the limiter cut velocity or acceleration (and, apart,
+  where it clipped a joint or gripper to its range);
 - chunk jumps: the mean change between the last executed point of one chunk and the first of the
   next (a policy that guesses a different target every time jumps).
 
@@ -55,7 +56,8 @@ class EpisodeReport:
     progress: float
     steps: int
     reach_error_m: dict = field(default_factory=dict)  # arm -> distance when its gripper closed
-    clamped_ticks: int = 0
+    clamped_ticks: int = 0  # velocity / acceleration limited
+    position_clamped_ticks: int = 0  # joint / gripper range limited (or rejected)
     command_ticks: int = 0
     chunk_jump_rad: float = float("nan")
     inference_ms: float = float("nan")
@@ -71,6 +73,7 @@ class EpisodeReport:
             "steps": self.steps,
             "reach_error_m": {k: round(v, 4) for k, v in self.reach_error_m.items()},
             "clamped_fraction": round(self.clamped_ticks / max(self.command_ticks, 1), 4),
+            "position_clamped_fraction": round(self.position_clamped_ticks / max(self.command_ticks, 1), 4),
             "chunk_jump_rad": round(self.chunk_jump_rad, 4) if math.isfinite(self.chunk_jump_rad) else None,
             "inference_ms": round(self.inference_ms, 1),
         }
@@ -165,8 +168,13 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
         cmd = ex.tick(now)
         if cmd is not None:
             report.command_ticks += 1
-            if ex.limiter.last_event.any:
+            ev = ex.limiter.last_event
+            # motion clamps: velocity / acceleration limited this tick (position clamps are counted
+            # apart: a gripper commanded at its demonstrated 1.0 sits just past the profile's range)
+            if any(ev.clamped.get(k, np.zeros(1, bool)).any() for k in ("velocity", "acceleration")):
                 report.clamped_ticks += 1
+            if any(ev.clamped.get(k, np.zeros(1, bool)).any() for k in ("position", "gripper")) or ev.rejected:
+                report.position_clamped_ticks += 1
             sim.apply_action(cmd)
             last_cmd = cmd
         if t % strip_every == 0:
@@ -219,6 +227,7 @@ def summarize(task: str, reports: list[EpisodeReport], policy: str = "") -> dict
         "reach_error_m": float(np.mean(reach)) if reach else None,
         "grasp_attempts": len(reach),
         "clamped_fraction": sum(r.clamped_ticks for r in reports) / max(ticks, 1),
+        "position_clamped_fraction": sum(r.position_clamped_ticks for r in reports) / max(ticks, 1),
         "chunk_jump_rad": float(np.nanmean([r.chunk_jump_rad for r in reports])) if reports else None,
         "inference_ms": float(np.nanmean([r.inference_ms for r in reports])) if reports else None,
         "per_episode": [r.to_json() for r in reports],
