@@ -9,8 +9,8 @@ Each control step (rig.CONTROL_HZ, simulated time) does what the nodes do:
   the chunks into one limited command per tick, which the simulated arm driver applies.
 
 Diagnostics per episode, which say why a policy fails before a success rate does:
-- reach error: when an arm's gripper first really closes (measured opening from above 0.8 to below
-  0.5), the distance from that gripper (ee_gripper_link) to the nearest task object;
+- reach error: when the policy first closes an arm's gripper (command from above 0.8 to below 0.3),
+  the distance from that gripper (ee_gripper_link) to the nearest task object;
 - limiter clamps: the fraction of ticks where the limiter cut velocity or acceleration (and, apart,
   where it clipped a joint or gripper to its range);
 - chunk jumps: the mean change between the last executed point of one chunk and the first of the
@@ -139,17 +139,6 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
         now = sim.time
         state = sim.state()
         ex.update_state(state, now)
-        # reach error: where the gripper is when it really closes (measured opening from > 0.8 to
-        # < 0.5; a momentary dip of the command is not a grasp)
-        for arm, g in GRIPPER_INDEX.items():
-            if state[g] > 0.8:
-                gripper_open[arm] = True
-            elif gripper_open[arm] and state[g] < 0.5:
-                gripper_open[arm] = False
-                if arm not in report.reach_error_m:
-                    p = sim.gripper_pose(arm)[:3, 3]
-                    objs = [np.asarray(v, float) for v in sim.object_positions().values()]
-                    report.reach_error_m[arm] = float(min(np.linalg.norm(o - p) for o in objs))
         frames = None
         if t % k == 0:
             frames = sim.render(policy.cameras)
@@ -175,6 +164,18 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
                 report.clamped_ticks += 1
             if any(ev.clamped.get(k, np.zeros(1, bool)).any() for k in ("position", "gripper")) or ev.rejected:
                 report.position_clamped_ticks += 1
+            # reach error: where the gripper is when the policy closes it (command from above 0.8 to
+            # below 0.3: a grasp attempt, not a momentary dip; measured closure would miss real
+            # grasps, where the cube keeps the fingers open)
+            for arm, g in GRIPPER_INDEX.items():
+                if cmd[g] > 0.8:
+                    gripper_open[arm] = True
+                elif gripper_open[arm] and cmd[g] < 0.3:
+                    gripper_open[arm] = False
+                    if arm not in report.reach_error_m:
+                        p = sim.gripper_pose(arm)[:3, 3]
+                        objs = [np.asarray(v, float) for v in sim.object_positions().values()]
+                        report.reach_error_m[arm] = float(min(np.linalg.norm(o - p) for o in objs))
             sim.apply_action(cmd)
             last_cmd = cmd
         if t % strip_every == 0:
