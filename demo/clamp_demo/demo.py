@@ -542,7 +542,13 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
     first = next((ep for ep in episodes if ep["success"]), episodes[0])
     outcome = "success" if first["success"] else "failure"
     title = f"/clamp/views over {cfg['task']} seed {first['seed']} ({outcome})"
-    plot_views(first["log"].snapshots, first["t_start"], out / "views.png", title)
+    # the views are the perception node's output; a policy that reads colour only does not need them,
+    # so their absence is reported, not fatal
+    views_note = ""
+    if first["log"].snapshots:
+        plot_views(first["log"].snapshots, first["t_start"], out / "views.png", title)
+    else:
+        views_note = "no /clamp/views arrived during the episodes (perception skipped every frame); no views.png"
     plot_joints(first, out / "joints.png", f"{cfg['task']} seed {first['seed']}: commanded vs executed joints")
 
     def agg(key, fn=np.median):
@@ -643,6 +649,8 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         if plot_filmstrip(ep["log"].filmstrip, out / name, f"episode {i + 1} seed {ep['seed']}: "
                           f"{'success' if ep['success'] else 'failure'}"):  # fmt: skip
             lines += [f"![episode {i + 1}]({name})", ""]
+    if views_note:
+        lines += ["", f"Note: {views_note}."]
     lines += [
         "",
         "![views](views.png)",
