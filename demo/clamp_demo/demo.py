@@ -2,12 +2,13 @@
 
     python -m clamp_demo [--episodes N] [--task TASK] [--out DIR] [--rebuild] [--config demo.yaml]
 
-1. Build (first run; cached in `.build/demo/<key>/policy`, key = the build sections of demo.yaml + a
-   hash of the simulator / perception / training code): scripted demonstrations (clamp_sim.generate)
-   of several tasks -> conversion (clamp_training.convert: the perception pipeline) -> CLAMP
-   pretraining (clamp_training.pretrain) -> fine-tuning on the demo task with the CLAMP encoders
-   frozen (clamp_training.finetune) -> export (checksum-verified clamp_policy checkpoint). Episodes and
-   the pretraining run are shared with `python -m clamp_training experiment` (`data_cache`).
+1. Build (first run; cached in `.build/demo/<key>/policy`, key = the build sections of demo.yaml, the
+   training config's text and a hash of the simulator / perception / training code): scripted
+   demonstrations of the demo task (clamp_sim.generate) -> conversion with colour images
+   (clamp_training.convert) -> training with the grounded recipe (clamp_training.train, config
+   `train.config`) -> export (checksum-verified clamp_policy checkpoint). Episodes are shared with
+   `python -m clamp_training experiment` (`data_cache`). The CLAMP-pretrained checkpoint is not in
+   this build yet (issue 14: not shipped).
 2. Closed loop over real DDS: the sim profile's policy graph (clamp_bringup.graph, started with
    clamp_bringup.run.start_graph as the launch files would start it): SimNode -> PerceptionNode ->
    InferenceNode (the exported policy) -> ChunkExecutorNode -> ArmDriverNode -> SimNode. Each episode
@@ -15,9 +16,10 @@
    which sim-time nodes do not follow), runs `horizon_s` of sim time under the policy or until
    /clamp_sim/success, and is recorded by a probe node: /clamp/views snapshots, the commanded targets
    (rig.JOINT_COMMAND_TOPIC) and the followers' joint states, action chunks and /diagnostics.
-3. Report in OUT (default out/demo): report.md (success table, latency figures, stage timings),
-   views.png (the five views, depth and world xyz, over an episode), joints.png (commanded vs executed
-   joints), results.json; the success rate, latency figures and the report's path are printed.
+3. Report in OUT (default out/demo): report.md (success table, latency figures, stage timings, a
+   cam_high filmstrip per episode), views.png (the five views over an episode, when perception
+   published them), joints.png (commanded vs executed joints), results.json. The last line printed
+   is one JSON object {"task", "episodes", "successes", ...}.
 """
 
 from __future__ import annotations
