@@ -23,9 +23,35 @@ def _claim_domain_id() -> str:
         except OSError:
             f.close()
             continue
+        if not _domain_is_quiet(domain):  # e.g. processes leaked by a killed session: they would talk to us
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+            continue
         _DOMAIN_LOCK.append(f)  # held (open) until the session ends
         return str(domain)
     raise RuntimeError("all ROS domain ids 1..200 are held by other test sessions; set CLAMP_TEST_DOMAIN_ID")
+
+
+def _domain_is_quiet(domain: int, listen_s: float = 1.0) -> bool:
+    """No other ROS participant on this machine in `domain` (listened for `listen_s` of discovery)."""
+    import time
+
+    import rclpy
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    try:
+        node = rclpy.create_node("clamp_test_domain_probe", context=context)
+        deadline = time.monotonic() + listen_s
+        while time.monotonic() < deadline:
+            if any(name != "clamp_test_domain_probe" for name, _ in node.get_node_names_and_namespaces()):
+                return False
+            time.sleep(0.1)
+        node.destroy_node()
+        return True
+    finally:
+        rclpy.shutdown(context=context)
 
 
 _DOMAIN_LOCK: list = []
