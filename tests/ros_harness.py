@@ -17,75 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
 import rclpy
-from clamp_core.ros import make_executor
+from clamp_core.ros import NodeExecutors
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-
-class NodeExecutors:
-    """Executor-like (add_node / remove_node / shutdown): each node spun by its own executor thread.
-
-    Passed where an executor is expected (clamp_bringup.runner.start_graph(executor=...)).
-    """
-
-    def __init__(self, context, errors: list[str]) -> None:
-        self.context = context
-        self.errors = errors  # tracebacks raised by callbacks in the spin threads
-        self._spun: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
-        self._lock = threading.Lock()
-
-    def add_node(self, node: Node) -> bool:
-        executor = make_executor(node, context=self.context)
-        executor.add_node(node)
-        stop = threading.Event()
-        thread = threading.Thread(target=self._spin, args=(executor, stop), name=f"spin {node.get_name()}", daemon=True)
-        with self._lock:
-            self._spun[id(node)] = (executor, stop, thread)
-        thread.start()
-        return True
-
-    def _spin(self, executor, stop: threading.Event) -> None:
-        # A callback that raises must not stop the node (its clock would freeze and the failure
-        # would show up as an unrelated timeout): keep spinning, report at shutdown.
-        while self.context.ok() and not stop.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if not self.context.ok() or stop.is_set():
-                    return
-                self.errors.append(traceback.format_exc())
-
-    def remove_node(self, node: Node) -> None:
-        """Stop spinning `node` (joins its thread first: nothing is destroyed under a waiting executor)."""
-        with self._lock:
-            entry = self._spun.pop(id(node), None)
-        if entry is None:
-            return
-        executor, stop, thread = entry
-        stop.set()
-        thread.join(timeout=5.0)
-        executor.remove_node(node)
-        executor.shutdown(timeout_sec=0.5)
-
-    def get_nodes(self) -> list:
-        return []
-
-    def shutdown(self, timeout_sec: float | None = None) -> bool:
-        with self._lock:
-            entries = list(self._spun.values())
-            self._spun.clear()
-        for _, stop, _ in entries:
-            stop.set()
-        for executor, _, thread in entries:
-            thread.join(timeout=5.0)
-            executor.shutdown(timeout_sec=0.5)
-        return True
 
 
 class RosHarness:
@@ -95,7 +34,7 @@ class RosHarness:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.errors: list[str] = []
-        self.executor = NodeExecutors(self.context, self.errors)
+        self.executor = NodeExecutors(self.context, on_error=self.errors.append)
         self._nodes: list[Node] = []
         self._waiters = 0
         self._probe = self.node("harness_probe")

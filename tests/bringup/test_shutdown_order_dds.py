@@ -9,6 +9,7 @@ exit with the driver and the arms stay at the start pose; with it they end at th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,10 +45,13 @@ def _run(ros, tmp_path, guarded: bool) -> dict[str, np.ndarray]:
         cmd += [str(files[arm]), *map(str, sleep[7 * side : 7 * side + 7])]
         if guarded:
             cmd = [sys.executable, "-m", "clamp_bringup.shutdown_guard", "--timeout", "25", "--", *cmd]
-        procs.append(subprocess.Popen(cmd, env=env))
+        # own process group: a guard killed in `finally` must not leave its xs_sdk child behind
+        procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
     params = {**graph.node("arm_driver").parameters, "move_time_s": 1.0}  # what launch passes it
     args = [a for k, v in params.items() for a in ("-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}")]
-    driver = subprocess.Popen([sys.executable, "-m", "clamp_bringup.arm_driver_node", "--ros-args", *args], env=env)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "clamp_bringup.arm_driver_node", "--ros-args", *args], env=env, start_new_session=True
+    )
     procs.append(driver)
     try:
         ros.wait_for_message(
@@ -59,8 +63,8 @@ def _run(ros, tmp_path, guarded: bool) -> dict[str, np.ndarray]:
             p.wait(timeout=60.0)
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
     return {arm: np.array(json.loads(f.read_text())["q"]) for arm, f in files.items()}
 
 

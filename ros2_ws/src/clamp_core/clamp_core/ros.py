@@ -119,6 +119,66 @@ def make_executor(node, context=None):
     return MultiThreadedExecutor(num_threads=groups, context=context)
 
 
+class NodeExecutors:
+    """Executor-like (add_node / remove_node / shutdown): each node spun by its own executor thread
+    (`make_executor`), so several nodes in one process neither share a thread pool nor wait on
+    each other's callbacks. A callback that raises does not stop its node: `on_error(traceback)`.
+    """
+
+    def __init__(self, context, on_error: Callable[[str], None] | None = None) -> None:
+        self.context = context
+        self.on_error = on_error or (lambda tb: print(tb, flush=True))
+        self._spun: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
+        self._lock = threading.Lock()
+
+    def add_node(self, node) -> bool:
+        executor = make_executor(node, context=self.context)
+        executor.add_node(node)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._spin, args=(executor, stop), name=f"spin {node.get_name()}", daemon=True)
+        with self._lock:
+            self._spun[id(node)] = (executor, stop, thread)
+        thread.start()
+        return True
+
+    def _spin(self, executor, stop: threading.Event) -> None:
+        import traceback
+
+        while self.context.ok() and not stop.is_set():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if not self.context.ok() or stop.is_set():
+                    return
+                self.on_error(traceback.format_exc())
+
+    def remove_node(self, node) -> None:
+        """Stop spinning `node` (joins its thread first: nothing is destroyed under a waiting executor)."""
+        with self._lock:
+            entry = self._spun.pop(id(node), None)
+        if entry is None:
+            return
+        executor, stop, thread = entry
+        stop.set()
+        thread.join(timeout=5.0)
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0.5)
+
+    def get_nodes(self) -> list:
+        return []
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        with self._lock:
+            entries = list(self._spun.values())
+            self._spun.clear()
+        for _, stop, _ in entries:
+            stop.set()
+        for executor, _, thread in entries:
+            thread.join(timeout=5.0)
+            executor.shutdown(timeout_sec=0.5)
+        return True
+
+
 def spin_until(executor, stop: threading.Event) -> None:
     """Spin `executor` in this thread until `stop` is set (errors after `stop` are shutdown noise)."""
     while not stop.is_set():
