@@ -11,6 +11,7 @@ import pytest
 import torch
 from clamp_core import rig
 from clamp_core.msg_conversions import numpy_to_image
+from clamp_core.ros import latched_publisher_qos
 from clamp_policy.executor_node import ChunkExecutorNode
 from clamp_policy.inference_node import InferenceNode, wait_ready
 from clamp_policy.models import DiffusionPolicy, save_policy, tiny_config
@@ -39,7 +40,7 @@ class ViewsPublisher:
     def __init__(self, ros, sim: SimClock, period: float = 0.2) -> None:
         self.sim, self.period = sim, period
         self.pub = ros.publisher(Image, rig.VIEWS_TOPIC)
-        self.task_pub = ros.publisher(String, rig.TASK_TOPIC)
+        self.task_pub = ros.publisher(String, rig.TASK_TOPIC, latched_publisher_qos())  # as clamp_sim and the task node
         s, v = rig.VIEW_SIZE, len(rig.VIEW_NAMES)
         self.views = np.random.default_rng(0).normal(0.4, 0.1, (s, v * s, 4)).astype(np.float32)
         self.stamps: list[float] = []

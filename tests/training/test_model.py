@@ -92,21 +92,24 @@ def test_untile_views_inverts_the_published_tiling():
         untile_views(torch.zeros(8, 30, 4), 5)
 
 
-def test_default_config_infers_well_within_the_replan_horizon():
-    """The default model with 10 DDIM steps must infer far below a 50-step chunk (1 s) on a CPU."""
-    import time
-
+def test_default_config_encodes_once_and_denoises_inference_steps_times():
+    """Inference cost is structural: one observation encoding, then exactly `inference_steps` passes of
+    the (small) denoiser. Seconds per chunk depend on the machine and its load, so they are measured by
+    `python -m clamp_policy.bench`, not asserted here."""
     from clamp_training.train import PRESETS
 
     policy = DiffusionPolicy(PRESETS["default"]().policy).eval()
-    obs = _obs(b=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the inference node should on a shared CPU (2 threads spin-wait here)
-    try:
-        policy.sample(obs)  # warm-up (diffusers import, allocator)
-        t = time.perf_counter()
-        policy.sample(obs)
-        elapsed = time.perf_counter() - t
-    finally:
-        torch.set_num_threads(threads)
-    assert elapsed < 1.0, f"{elapsed:.2f} s for one chunk"
+    calls = {"encode": 0, "denoise": 0}
+    for name in calls:
+        original = getattr(policy, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        setattr(policy, name, counted)
+    with torch.no_grad():
+        chunk = policy.sample(_obs(b=1))
+    assert chunk.shape == (1, policy.cfg.chunk_length, policy.cfg.action_dim) and torch.isfinite(chunk).all()
+    assert calls == {"encode": 1, "denoise": policy.cfg.inference_steps}, calls
+    assert policy.cfg.inference_steps <= 10

@@ -28,6 +28,7 @@ from collections import deque
 import numpy as np
 from clamp_core import rig
 from clamp_core.ros import (
+    latched_subscriber_qos,
     load_profile_section,
     now_s,
     publish_status,
@@ -151,7 +152,8 @@ class InferenceNode(Node):
                 sensor_qos(),
                 callback_group=inputs,
             )
-        self.create_subscription(String, rig.TASK_TOPIC, self._on_task, 10, callback_group=inputs)
+        # latched like its publishers (clamp_sim, the robot's task node): a task set before start is received
+        self.create_subscription(String, rig.TASK_TOPIC, self._on_task, latched_subscriber_qos(), callback_group=inputs)
         if self.runner.history_length:
             self.create_subscription(JointState, rig.JOINT_COMMAND_TOPIC, self._on_command, 10, callback_group=inputs)
         self.worker = InferenceWorker(self.runner, self._on_result, self._on_error)
