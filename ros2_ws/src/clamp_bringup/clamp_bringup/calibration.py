@@ -31,6 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from clamp_core import world
 from clamp_core.geometry import make_transform
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
@@ -563,37 +564,13 @@ def results_json(results: dict[str, CameraResult]) -> dict:
 
 
 # ------------------------------------------------------------------------- wrist pose planning
-# ViperX 300 6DOF forward kinematics (product of exponentials, Interbotix's published vx300s screw
-# axes, space frame = <arm>/base_link, end effector = ee_gripper_link). Planning only: the hand-eye
-# solve uses the measured TF of the arm, never this model.
-VX300S_M = np.array([[1.0, 0, 0, 0.536494], [0, 1.0, 0, 0], [0, 0, 1.0, 0.42705], [0, 0, 0, 1.0]])
-VX300S_SLIST = np.array(
-    [
-        [0, 0, 1, 0, 0, 0],
-        [0, 1, 0, -0.12705, 0, 0],
-        [0, 1, 0, -0.42705, 0, 0.05955],
-        [1, 0, 0, 0, 0.42705, 0],
-        [0, 1, 0, -0.42705, 0, 0.35955],
-        [1, 0, 0, 0, 0.42705, 0],
-    ],
-    float,
-)
-
-
-def _screw_exp(S: np.ndarray, theta: float) -> np.ndarray:
-    w, v = S[:3], S[3:]
-    W = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
-    R = np.eye(3) + np.sin(theta) * W + (1 - np.cos(theta)) * W @ W
-    p = (np.eye(3) * theta + (1 - np.cos(theta)) * W + (theta - np.sin(theta)) * W @ W) @ v
-    return make_transform(R, p)
-
-
 def fk_vx300s(q) -> np.ndarray:
-    """T_base_ee (ee_gripper_link in base_link) of a ViperX 300 6DOF at joint angles q (6,)."""
-    T = np.eye(4)
-    for S, th in zip(VX300S_SLIST, np.asarray(q, float), strict=False):
-        T = T @ _screw_exp(S, th)
-    return T @ VX300S_M
+    """T_base_ee (ee_gripper_link in base_link) of a ViperX 300 6DOF at joint angles q (6,).
+
+    The one kinematic model of clamp_core.world. Planning only: the hand-eye solve uses the measured
+    TF of the arm, never this model.
+    """
+    return world.arm_fk(np.asarray(q, float)[:6], "ee_gripper_link")
 
 
 def ik_vx300s(T_base_ee: np.ndarray, q0, lower, upper) -> tuple[np.ndarray, float, float]:
