@@ -316,6 +316,7 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
         "sim": {**cl.get("sim", {}), "task": task, "seed": int(seed)},
         "inference": {**cl.get("inference", {}), "checkpoint": str(policy_dir)},
         "chunk_executor": dict(cl.get("chunk_executor") or {}),
+        "perception": dict(cl.get("perception") or {}),
     }
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)

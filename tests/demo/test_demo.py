@@ -63,7 +63,7 @@ def tiny_config(tmp_path) -> dict:
     cfg["train"] = {"config": str(tmp_path / "recipe.yaml"), "overrides": {}}
     cl = cfg["closed_loop"]
     cl.update(episodes=1, seed=7, horizon_s=1.5, timeout_s=120.0, snapshots=2)
-    cl["sim"].update(image_height=48, image_width=64)
+    cl["sim"].update(image_height=48, image_width=64, rate_factor=0.2)
     cl["inference"].update(num_inference_steps=2)
     return cfg
 
