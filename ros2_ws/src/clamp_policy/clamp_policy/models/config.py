@@ -87,6 +87,15 @@ class PolicyConfig:
     # (in units of the normalised state) and, with probability state_dropout, hides the state token
     state_noise: float = 0.0
     state_dropout: float = 0.0
+    # the denoiser: "transformer" (a decoder cross-attending to the observation tokens, as ALOHA
+    # Unleashed) or "mlp" (residual MLP over the flattened chunk and tokens: ~20x fewer operations,
+    # what makes minutes of training on 2 CPU cores enough); head_width/head_blocks size the MLP
+    head: str = "transformer"
+    head_width: int = 512
+    head_blocks: int = 3
+    # training draws this many (noise, timestep) pairs per encoded observation: the image encoder is
+    # the costly part, the denoiser is cheap, so each camera frame teaches the head several times
+    noise_samples: int = 1
     # diffusion
     train_timesteps: int = 100
     inference_steps: int = 10
@@ -108,6 +117,10 @@ class PolicyConfig:
             raise ValueError(f"rgb.cameras {unknown} are not rig cameras {list(rig.CAMERAS)}")
         if not 0.0 <= self.state_dropout < 1.0:
             raise ValueError(f"state_dropout={self.state_dropout} must be in [0, 1)")
+        if self.head not in ("transformer", "mlp"):
+            raise ValueError(f"head={self.head!r}; choose 'transformer' or 'mlp'")
+        if self.noise_samples < 1:
+            raise ValueError(f"noise_samples={self.noise_samples} must be >= 1")
         if not 1 <= self.inference_steps <= self.train_timesteps:
             raise ValueError(f"inference_steps={self.inference_steps} must be in [1, train_timesteps]")
         return self

@@ -59,6 +59,35 @@ def _sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+class MlpDenoiser(nn.Module):
+    """The chunk denoiser as a residual MLP: (noisy chunk, timestep embedding, observation tokens)
+    -> prediction. Learned queries pool the observation tokens (any number) to a fixed-size vector."""
+
+    POOL_QUERIES = 8
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        d, w = cfg.d_model, cfg.head_width
+        self.shape = (cfg.chunk_length, cfg.action_dim)
+        self.queries = nn.Parameter(torch.randn(1, self.POOL_QUERIES, d) * 0.02)
+        self.pool = nn.MultiheadAttention(d, cfg.nhead, batch_first=True)
+        chunk = cfg.chunk_length * cfg.action_dim
+        self.inp = nn.Linear(chunk + (self.POOL_QUERIES + 1) * d, w)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.Mish(), nn.Linear(2 * w, w))
+            for _ in range(cfg.head_blocks)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, chunk))
+
+    def forward(self, noisy: torch.Tensor, temb: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        b = noisy.shape[0]
+        pooled, _ = self.pool(self.queries.expand(b, -1, -1), memory, memory, need_weights=False)
+        h = self.inp(torch.cat([noisy.flatten(1), pooled.flatten(1), temb], dim=-1))
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h).reshape(b, *self.shape)
+
+
 class DiffusionPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
@@ -91,14 +120,18 @@ class DiffusionPolicy(nn.Module):
         )
         self.encoder_norm = nn.LayerNorm(d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d * 2), nn.Mish(), nn.Linear(d * 2, d))
-        self.action_in = nn.Linear(cfg.action_dim, d)
         self.action_pos = nn.Parameter(torch.zeros(1, cfg.chunk_length, d))
-        self.decoder = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(d, cfg.nhead, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True),
-            cfg.decoder_layers,
-        )
-        self.decoder_norm = nn.LayerNorm(d)
-        self.action_out = nn.Linear(d, cfg.action_dim)
+        if cfg.head == "transformer":
+            self.action_in = nn.Linear(cfg.action_dim, d)
+            self.decoder = nn.TransformerDecoder(
+                nn.TransformerDecoderLayer(d, cfg.nhead, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True),
+                cfg.decoder_layers,
+            )
+            self.decoder_norm = nn.LayerNorm(d)
+            self.action_out = nn.Linear(d, cfg.action_dim)
+        else:
+            self.mlp_head = MlpDenoiser(cfg)
+            self.action_pos.requires_grad_(False)  # kept as the device anchor; unused by this head
         for p in (self.type_embed, self.action_pos):
             nn.init.trunc_normal_(p, std=0.02)
         self._task_index = {t: i for i, t in enumerate(cfg.task_vocab)}
@@ -221,6 +254,8 @@ class DiffusionPolicy(nn.Module):
     def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """Predict the noise (prediction_type 'epsilon') or the clean chunk ('sample')."""
         temb = self.time_mlp(_sinusoid(timesteps, self.cfg.d_model))[:, None]
+        if self.cfg.head == "mlp":
+            return self.mlp_head(noisy, temb[:, 0], memory)
         x = self.action_in(noisy) + self.action_pos + temb
         mem = torch.cat([memory, temb], dim=1)  # the decoder also attends to the timestep token
         return self.action_out(self.decoder_norm(self.decoder(x, mem)))
@@ -255,7 +290,8 @@ class DiffusionPolicy(nn.Module):
         timesteps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """DDPM training loss on a batch: actions (B, chunk_length, 14) in rig units. `noise`
-        (B, chunk_length, 14) and `timesteps` (B,) may be given to make a step reproducible."""
+        (B*K, chunk_length, 14) and `timesteps` (B*K,) may be given to make a step reproducible
+        (K = cfg.noise_samples in training mode, else 1; copies of sample i are rows i*K...i*K+K-1)."""
         ddpm, _ = self.schedulers()
         actions = torch.as_tensor(actions, device=self._device()).float()
         if actions.shape[1:] != (self.cfg.chunk_length, self.cfg.action_dim):
@@ -263,7 +299,11 @@ class DiffusionPolicy(nn.Module):
                 f"actions have shape {tuple(actions.shape)}; expected (B, {self.cfg.chunk_length}, "
                 f"{self.cfg.action_dim})"
             )
+        memory = self.encode(obs)
         x0 = self.normalize_action(actions)
+        k = self.cfg.noise_samples if self.training else 1
+        if k > 1:  # several noised copies of each chunk share one encoding of the observation
+            x0, memory = x0.repeat_interleave(k, 0), memory.repeat_interleave(k, 0)
         b = x0.shape[0]
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -271,8 +311,13 @@ class DiffusionPolicy(nn.Module):
         if t is None:
             t = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
         noise, t = noise.to(x0.device), t.to(x0.device)
+        if noise.shape != x0.shape or t.shape != (b,):
+            raise ValueError(
+                f"noise {tuple(noise.shape)} / timesteps {tuple(t.shape)} must be {tuple(x0.shape)} / ({b},): "
+                f"noise_samples={k} draws per observation"
+            )
         noisy = ddpm.add_noise(x0, noise, t)
-        pred = self.denoise(noisy, t, self.encode(obs))
+        pred = self.denoise(noisy, t, memory)
         target = noise if self.cfg.prediction_type == "epsilon" else x0
         return F.mse_loss(pred, target)
 

@@ -1,0 +1,88 @@
+"""The diffusion policy's denoiser heads (transformer, MLP) and multi-noise training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from clamp_core import rig
+from clamp_policy.models import DiffusionPolicy, PolicyConfig, tiny_config
+from clamp_policy.models.checkpoint import load_policy, save_policy
+from clamp_policy.models.config import ImageEncoderConfig, RgbConfig
+
+
+def _cfg(**kw) -> PolicyConfig:
+    rgb = RgbConfig(cameras=["cam_high", "cam_low"], size=[24, 32], channels=16, keypoints=8, shift=2)
+    return tiny_config(image_encoder=ImageEncoderConfig(type="none"), rgb=rgb, prediction_type="sample", **kw)
+
+
+def _obs(b=3):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "state": torch.rand(b, 14, generator=g),
+        "rgb": torch.randint(0, 255, (b, 2, 3, 48, 64), generator=g, dtype=torch.uint8),
+    }
+
+
+def test_mlp_head_samples_chunks_in_the_action_range_and_learns_a_batch():
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(_cfg(head="mlp", head_width=64, head_blocks=2))
+    assert not hasattr(policy, "decoder")  # the transformer decoder is not built beside it
+    obs, actions = _obs(), torch.rand(3, 50, 14)
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], 3e-3)
+    first = None
+    for _ in range(60):
+        loss = policy.loss(obs, actions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = float(loss) if first is None else first
+    assert float(loss) < 0.5 * first  # the head fits a fixed batch: gradients reach it
+    chunk = policy.eval().sample(obs, generator=torch.Generator().manual_seed(1))
+    assert chunk.shape == (3, rig.CHUNK_LENGTH, rig.ACTION_DIM)
+    assert float(chunk.min()) >= -1 - 1e-5 and float(chunk.max()) <= 1 + 1e-5  # identity normalisation
+
+
+def test_noise_samples_repeat_each_observation_and_check_given_noise():
+    policy = DiffusionPolicy(_cfg(head="mlp", head_width=64, head_blocks=1, noise_samples=4)).train()
+    obs, actions = _obs(2), torch.rand(2, 50, 14)
+    noise, t = torch.randn(8, 50, 14), torch.arange(8) * 5
+    # rows i*4..i*4+3 belong to sample i: the same loss as four single-noise copies of the batch
+    policy.rgb_encoder.cfg.shift = 0  # no random shift, so both encodings agree
+    policy.cfg.state_noise = 0.0
+    a = policy.loss(obs, actions, noise=noise, timesteps=t)
+    single = DiffusionPolicy(_cfg(head="mlp", head_width=64, head_blocks=1, noise_samples=1)).train()
+    single.load_state_dict(policy.state_dict())
+    single.rgb_encoder.cfg.shift = 0
+    rep = {k: v.repeat_interleave(4, 0) for k, v in obs.items()}
+    b = single.loss(rep, actions.repeat_interleave(4, 0), noise=noise, timesteps=t)
+    assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="noise"):
+        policy.loss(obs, actions, noise=torch.randn(2, 50, 14), timesteps=torch.tensor([1, 2]))
+    # evaluation mode draws one noise per sample
+    assert policy.eval().loss(obs, actions, noise=noise[:2], timesteps=t[:2]).ndim == 0
+
+
+def test_head_is_in_the_config_and_the_checkpoint_round_trips(tmp_path):
+    cfg = _cfg(head="mlp", head_width=32, head_blocks=1, noise_samples=2)
+    assert PolicyConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="head"):
+        _cfg(head="unet")
+    with pytest.raises(ValueError, match="noise_samples"):
+        _cfg(noise_samples=0)
+    policy = DiffusionPolicy(cfg).eval()
+    policy.set_normalization(
+        {
+            "state_mean": np.zeros(14),
+            "state_std": np.ones(14),
+            "action_min": np.full(14, -0.5),
+            "action_max": np.full(14, 2.0),
+            "view_mean": np.zeros(4),
+            "view_std": np.ones(4),
+        }
+    )
+    save_policy(policy, tmp_path / "p")
+    loaded = load_policy(tmp_path / "p")
+    obs = _obs(1)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(policy.sample(obs, generator=g()), loaded.sample(obs, generator=g()))
