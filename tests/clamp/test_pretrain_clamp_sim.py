@@ -5,6 +5,7 @@ test_pretrain_finetune.py; here the point is that real sim data flows through ev
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -16,13 +17,14 @@ pytestmark = pytest.mark.slow
 
 def test_pretrain_from_clamp_sim_bags(tmp_path):
     from clamp_sim.demonstrations import generate
-    from clamp_training import pretrain as pretrain_cmd
+    from clamp_training.commands import pretrain as pretrain_cmd
     from clamp_training.contrastive_data import ClampDataset, open_clamp_data
 
     bags = tmp_path / "bags"
     results = generate("transfer_cube", 3, seed=0, out=bags, image_size=(72, 96), camera_hz=5.0, progress=False)
     assert len(results) == 3
     cfg = {
+        "stage": "pretrain",
         "policy": {
             "image_encoder": {"view_size": 32, "patch_size": 8, "dim": 32, "options": {"depth": 1, "heads": 4}},
             "d_model": 32,
@@ -34,15 +36,13 @@ def test_pretrain_from_clamp_sim_bags(tmp_path):
             "inference_steps": 2,
         },
         "clamp": {"embed_dim": 32, "action_encoder": {"history": 8, "dim": 32, "depth": 1, "heads": 4}},
-        "train": {
-            "steps": 30,
-            "batch_size": 16,
-            "lr": 2e-3,
-            "val_fraction": 0.34,
-            "retrieval_samples": 32,
-            "log_every": 5,
-            "threads": 1,
-        },
+        "steps": 30,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "val_fraction": 0.34,
+        "retrieval_samples": 32,
+        "log_every": 5,
+        "threads": 1,
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
@@ -55,9 +55,9 @@ def test_pretrain_from_clamp_sim_bags(tmp_path):
     assert len(base.episodes) == 3
     prompt = ClampDataset(base).prompt(0)
     assert re.search(r"\. [a-z ]+ at \(\d+, \d+, \d+\)\. progress 0 of 10\.$", prompt), prompt
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["image_action"] < rows[0]["image_action"]
-    assert rows[-1]["diffusion"] < rows[0]["diffusion"]
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert float(rows[-1]["image_action"]) < float(rows[0]["image_action"])
+    assert float(rows[-1]["diffusion"]) < float(rows[0]["diffusion"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["held_out_episodes"] == 1 and summary["retrieval"]["samples"] == 32
-    assert (run / "policy" / "model.safetensors").is_file() and (run / "loss_curves.png").is_file()
+    assert (run / "policy" / "model.safetensors").is_file() and (run / "loss.png").is_file()

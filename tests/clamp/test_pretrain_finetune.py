@@ -1,22 +1,26 @@
-"""Short CPU pretraining on clamp_sim-like data -> held-out retrieval above chance; the retrieval tool;
-fine-tuning from the pretrained run keeps the CLAMP encoder frozen (bit-identical), or trains it when
-unfrozen; the exported policies load and sample."""
+"""The one training loop's CLAMP stages: short CPU pretraining (stage pretrain) on clamp_sim-like data ->
+held-out retrieval above chance; the retrieval tool; fine-tuning (stage finetune) from the pretrained run
+keeps the CLAMP encoder frozen (bit-identical), or trains it when unfrozen; the exported policies (EMA
+weights) load and sample."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 import torch
 import yaml
-from clamp_training import finetune as finetune_cmd
-from clamp_training import pretrain as pretrain_cmd
-from clamp_training import retrieval as retrieval_cmd
+from clamp_core.config import ConfigError
+from clamp_training.commands import finetune as finetune_cmd
+from clamp_training.commands import pretrain as pretrain_cmd
+from clamp_training.commands import retrieval as retrieval_cmd
 from clamp_training.contrastive_data import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
 CONFIG = {
+    "stage": "pretrain",
     "policy": {
         "image_encoder": {
             "type": "clamp_vit3d",
@@ -34,7 +38,7 @@ CONFIG = {
         "inference_steps": 2,
     },
     "clamp": {"embed_dim": 32, "action_encoder": {"history": 8, "dim": 32, "depth": 1, "heads": 4}},
-    "train": {"steps": 120, "batch_size": 24, "lr": 2e-3, "val_fraction": 0.25, "retrieval_samples": 64, "threads": 1},
+    **{"steps": 120, "batch_size": 24, "lr": 2e-3, "val_fraction": 0.25, "retrieval_samples": 64, "threads": 1},
 }
 
 
@@ -61,13 +65,20 @@ def test_pretraining_reaches_held_out_retrieval_well_above_chance(pretrained):
     assert r["action_to_image_top5"] >= 3 * r["chance_top5"], r
     assert r["image_to_action_top1"] >= 3 * r["chance_top1"], r
     assert r["image_to_text_top5"] >= 2 * r["text_chance_top5"] or r["image_to_text_top5"] == 1.0, r
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = list(csv.DictReader(open(run / "log.csv")))
     first, last = rows[0], rows[-1]
     for key in ("image_action", "image_text", "action_text"):
-        assert last[key] < first[key], (key, first[key], last[key])
-    assert summary["samples_per_s"] > 0
-    for name in ("loss_curves.png", "embeddings.png", "retrieval.json", "config.yaml"):
+        assert float(last[key]) < float(first[key]), (key, first[key], last[key])
+    assert summary["samples_per_s"] > 0 and summary["stage"] == "pretrain"
+    for name in ("loss.png", "embeddings.png", "retrieval.json", "train_config.json"):
         assert (run / name).stat().st_size > 0, name
+    # the contrastive terms are TensorBoard scalars too
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    events = acc.Scalars("train/image_action")
+    assert [e.value for e in events] == pytest.approx([float(r["image_action"]) for r in rows], rel=1e-5)
     for name in ("model.safetensors", "config.json", "model.safetensors.sha256"):
         assert (run / "clamp" / name).is_file() and (run / "policy" / name).is_file()
 
@@ -91,7 +102,7 @@ def test_retrieval_tool_reproduces_the_run_numbers(pretrained, tmp_path, capsys)
 
 def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
     from clamp_policy.models import load_policy
-    from clamp_training.finetune import params_digest
+    from clamp_training.stages import params_digest
 
     run, _, root = pretrained
     demos = write_synthetic_dataset(root / "demos", episodes=3, steps=30, size=32, seed=7)
@@ -118,6 +129,7 @@ def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
     )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["stage"] == "finetune" and summary["init"] == str(run / "policy")
     assert summary["encoder_frozen"] and summary["encoder_unchanged"] and summary["frozen_parameters"] > 0
     post = load_policy(out / "policy")
     assert params_digest(post.image_encoder) == params_digest(pre.image_encoder)
@@ -161,14 +173,19 @@ def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
 
 
 def test_bad_inputs_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretraining run"):
-        finetune_cmd.finetune(tmp_path, [str(tmp_path)], tmp_path / "out")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"policy": {"image_encoder": {"type": "patch"}}}))
-    from clamp_training.pretrain_common import build_model, load_config
+    from clamp_training.clamp_checkpoint import build_clamp_model
+    from clamp_training.train import build_config, train
 
-    with pytest.raises(ValueError, match="clamp_vit3d"):
-        build_model(load_config(bad))
-    bad.write_text(yaml.safe_dump({"trian": {}}))
-    with pytest.raises(ValueError, match="unknown section"):
-        load_config(bad)
+    cfg = build_config(None, None, {"stage": "finetune", "finetune": {"clamp_checkpoint": str(tmp_path)}})
+    with pytest.raises(FileNotFoundError, match="pretraining run"):
+        train(cfg, [str(tmp_path)], tmp_path / "out", progress=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"stage": "pretrain", "policy": {"image_encoder": {"type": "patch"}}}))
+    with pytest.raises(ConfigError, match="clamp_vit3d"):
+        build_clamp_model(build_config(None, str(bad)))
+    bad.write_text(yaml.safe_dump({"stage": "pretrain", "trian": {}}))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['trian'\]"):
+        build_config(None, str(bad))
+    bad.write_text(yaml.safe_dump({"stage": "pretrain", "clamp": {"embed": 8}}))
+    with pytest.raises(ConfigError, match=r"clamp: unknown key\(s\) \['embed'\]; known: \[.*'embed_dim'"):
+        build_config(None, str(bad))

@@ -1,4 +1,5 @@
-"""Training: one command from bags to a loadable policy, the loss falls, resume, export, DDP."""
+"""Training (the one loop, stage diffusion): one command from bags to a loadable policy, the loss falls,
+exact resume, TensorBoard curves, export, DDP."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clamp_core.config import ConfigError
 from clamp_policy.models import load_policy
-from clamp_training.dataset import ChunkDataset
-from clamp_training.train import PRESETS, build_config, train
+from clamp_training.dataset import ChunkDataset, DatasetError
+from clamp_training.train import PRESETS, TrainError, build_config, train
 
 HERE = Path(__file__).parent
 
@@ -27,10 +29,11 @@ def _losses(run: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def tiny_run(synthetic_bags, tmp_path_factory):
     """`python -m clamp_training train --data BAGS --out RUN --preset tiny`: bags in, policy out."""
-    from clamp_training.train import main
+    from clamp_training.commands.train import main
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["--data", str(synthetic_bags), "--out", str(run), "--preset", "tiny", "--convert-workers", "1"]) == 0
+    args = ["--data", str(synthetic_bags), "--out", str(run), "--preset", "tiny", "--convert-workers", "1"]
+    assert main([*args, "--no-progress"]) == 0
     return run
 
 
@@ -81,17 +84,61 @@ def test_export_cli_round_trips_the_ema_weights_bit_exactly(tiny_run, tmp_path):
     assert r.returncode == 1 and "holds no training checkpoint" in r.stderr
 
 
-def test_resume_continues_from_the_checkpoint(dataset, tmp_path):
-    run = tmp_path / "resume"
-    cfg = build_config("tiny", None, {"steps": 10, "ckpt_every": 10, "log_every": 5})
-    first = train(cfg, [str(dataset)], run, progress=False, export=False)
-    assert first["start_step"] == 0
-    more = build_config("tiny", None, {"steps": 20, "ckpt_every": 10, "log_every": 5})
-    second = train(more, [str(dataset)], run, progress=False)
-    assert second["start_step"] == 10
-    assert [int(r["step"]) for r in csv.DictReader(open(run / "log.csv"))] == [5, 10, 15, 20]
+def test_tensorboard_events_hold_the_logged_scalars(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tiny_run / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/samples_per_s"} <= set(acc.Tags()["scalars"])
+    rows = list(csv.DictReader(open(tiny_run / "log.csv")))
+    events = acc.Scalars("train/loss")
+    assert [e.step for e in events] == [int(r["step"]) for r in rows]
+    assert [e.value for e in events] == pytest.approx([float(r["loss"]) for r in rows], rel=1e-5)
+    lrs = acc.Scalars("train/lr")
+    assert [e.value for e in lrs] == pytest.approx([float(r["lr"]) for r in rows], rel=1e-5)
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_tenth():
+    from clamp_training.train import lr_at
+
+    cfg = build_config("tiny", None, {"steps": 100, "warmup_steps": 10, "lr": 1.0})
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(500, cfg) == pytest.approx(0.1)
+
+
+def test_resume_continues_the_same_schedule_step_and_weights(dataset, tmp_path):
+    """A run stopped at step 10 and started again ends where an uninterrupted run ends: the same
+    logged steps and learning rates, the same data order and noise, bit-identical weights."""
+    from safetensors.torch import load_file
+
+    cfg = build_config("tiny", None, {"steps": 20, "ckpt_every": 10, "log_every": 5, "warmup_steps": 4})
+    whole = train(cfg, [str(dataset)], tmp_path / "whole", progress=False, export=False)
+    run = tmp_path / "resumed"
+    first = train(cfg, [str(dataset)], run, progress=False, export=False, until=10)
+    assert (first["start_step"], first["step"], first["finished"]) == (0, 10, False)
+    assert not (run / "summary.json").exists()
+    second = train(cfg, [str(dataset)], run, progress=False)
+    assert (second["start_step"], second["step"], second["finished"]) == (10, 20, True)
+    assert json.loads((run / "policy" / "config.json").read_text())["metadata"]["step"] == 20
+
+    def log(r):
+        return [(int(x["step"]), float(x["lr"]), float(x["loss"])) for x in csv.DictReader(open(r / "log.csv"))]
+
+    assert [s for s, _, _ in log(run)] == [5, 10, 15, 20]
+    assert [lr for _, lr, _ in log(run)] == pytest.approx([lr for _, lr, _ in log(tmp_path / "whole")], rel=1e-6)
+    assert [x for _, _, x in log(run)] == pytest.approx([x for _, _, x in log(tmp_path / "whole")], rel=1e-5)
+    a = load_file(str(run / "checkpoint" / "train_state.safetensors"))
+    b = load_file(str(tmp_path / "whole" / "checkpoint" / "train_state.safetensors"))
+    weights = [k for k in a if k.startswith(("model.", "ema."))]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights), [
+        k for k in weights if not torch.equal(a[k], b[k])
+    ]
+    assert second["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-5)
+
     other = build_config("tiny", None, {"steps": 30, "policy": {"d_model": 64}})
-    with pytest.raises(SystemExit, match="different policy config.*d_model"):
+    with pytest.raises(TrainError, match="different config.*policy.d_model"):
         train(other, [str(dataset)], run, progress=False)
 
 
@@ -101,8 +148,27 @@ def test_config_file_and_bad_keys(tmp_path):
     cfg = build_config("tiny", str(f), {"lr": 0.01})
     assert (cfg.steps, cfg.lr, cfg.policy.decoder_layers, cfg.policy.image_encoder.patch_size) == (7, 0.01, 2, 8)
     f.write_text("stepz: 7\n")
-    with pytest.raises(SystemExit, match="stepz"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['stepz'\]; known: \[.*'steps'"):
         build_config("tiny", str(f), {})
+    f.write_text("policy:\n  image_encoder:\n    patch: 8\n")
+    with pytest.raises(ConfigError, match=r"image_encoder: unknown key\(s\) \['patch'\]; known: \[.*'patch_size'"):
+        build_config("tiny", str(f), {})
+    with pytest.raises(ConfigError, match="stage 'distill' unknown"):
+        build_config("tiny", None, {"stage": "distill"})
+    with pytest.raises(ConfigError, match="finetune.clamp_checkpoint"):
+        build_config(None, None, {"stage": "finetune"})
+    # the stage picks its preset: pretraining starts from the small CLAMP model
+    assert build_config(None, None, {"stage": "pretrain"}).policy.image_encoder.type == "clamp_vit3d"
+
+
+def test_the_cli_refuses_a_bad_config_naming_the_key(tmp_path, capsys):
+    from clamp_training.commands.train import main
+
+    f = tmp_path / "cfg.yaml"
+    f.write_text("batch: 4\n")
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(f)]) == 2
+    assert "unknown key(s) ['batch']" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def _torchrun(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess:
@@ -173,5 +239,5 @@ def test_held_out_episodes_give_a_validation_loss(dataset, tmp_path):
     assert [int(r["step"]) for r in rows] == [10, 20]
     assert all(np.isfinite(float(r["val_loss"])) for r in rows)
     assert summary["val_loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
-    with pytest.raises(SystemExit, match="leaves no training episode"):
+    with pytest.raises(DatasetError, match="leaves no training episode"):
         train(build_config("tiny", None, {"val_episodes": 2}), [str(dataset)], tmp_path / "v2", progress=False)

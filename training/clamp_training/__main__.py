@@ -10,15 +10,21 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS = {
-    "convert": ("clamp_training.convert", "episode bags -> zarr dataset (views, state, action, task)"),
+    "convert": ("clamp_training.commands.convert", "episode bags -> zarr dataset (views, state, action, task)"),
     "import-bags": ("clamp_training.import_bags", "plain `ros2 bag record` bags (+ task, success) -> dataset"),
-    "train": ("clamp_training.train", "train the diffusion policy (bags or datasets) -> run dir + exported policy"),
-    "export": ("clamp_training.export", "run dir -> policy dir (model.safetensors + config.json + checksum)"),
-    "pretrain": ("clamp_training.pretrain", "CLAMP contrastive pretraining of the encoders"),
-    "finetune": ("clamp_training.finetune", "fine-tune the policy with frozen CLAMP encoders"),
-    "retrieval": ("clamp_training.retrieval", "retrieval accuracy of CLAMP embeddings on held-out data"),
+    "train": (
+        "clamp_training.commands.train",
+        "the one training loop, any stage (diffusion | pretrain | finetune) -> run dir + exported policy",
+    ),
+    "pretrain": (
+        "clamp_training.commands.pretrain",
+        "= train --stage pretrain: CLAMP contrastive + policy",
+    ),
+    "finetune": ("clamp_training.commands.finetune", "= train --stage finetune: frozen CLAMP encoders"),
+    "export": ("clamp_training.commands.export", "run dir -> policy dir (model.safetensors + config.json + checksum)"),
+    "retrieval": ("clamp_training.commands.retrieval", "retrieval accuracy of CLAMP embeddings on held-out data"),
     "evaluate": ("clamp_training.commands.evaluate", "closed-loop episodes in clamp_sim, executed like the robot"),
-    "experiment": ("clamp_training.experiment", "end-to-end experiment (sim data -> train -> evaluate)"),
+    "experiment": ("clamp_training.commands.experiment", "end-to-end experiment (sim data -> train -> evaluate)"),
     "bench": ("clamp_training.bench", "conversion / loader / training throughput, one JSON line"),
 }
 

@@ -13,7 +13,6 @@ A CLAMP sample is a ChunkDataset item (views, state, action chunk, action histor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +55,6 @@ class ClampDataset(torch.utils.data.Dataset):
         return item
 
 
-def resolve_data(data: list[str], run, rank: int = 0, world: int = 1, progress: bool = True) -> list[str]:
-    """Converted datasets as given; episode bag dirs are converted once into RUN/dataset (as `train` does)."""
-    from .train import Dist, prepare_data
-
-    d = Dist(rank, world, 0)
-    return [
-        str(p) for p in prepare_data(list(data), Path(run), d, workers=min(4, os.cpu_count() or 1), progress=progress)
-    ]
-
-
 def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cache_bytes: float = 4e9):
     """ChunkDataset over the given converted datasets with views pooled (once) to the model's size."""
     from .dataset import ChunkDataset
@@ -79,17 +68,6 @@ def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cach
         cache_bytes=cache_bytes,
         progress=False,
     )
-
-
-def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Held-out episodes (at least one when val_fraction > 0 and there are two or more episodes)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = np.random.default_rng(seed).permutation(num_episodes)
-    n_val = int(round(val_fraction * num_episodes))
-    if val_fraction > 0 and num_episodes >= 2:
-        n_val = min(max(n_val, 1), num_episodes - 1)
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
 def collate(items: list[dict]) -> dict:
@@ -116,7 +94,7 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
 
     root = Path(root)
     (root / ds.EPISODES_DIR).mkdir(parents=True, exist_ok=True)
-    states, actions, views, names = [], [], [], []
+    names = []
     for k in tqdm(range(episodes), desc="synthetic episodes", unit="ep", leave=False):
         ep = make_episode(seed * 100003 + k, steps=steps, size=size)
         name = f"synthetic_{seed}_{k:04d}"
@@ -141,22 +119,7 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
             }
         )
         names.append(name)
-        states.append(ep["state"])
-        actions.append(ep["action"])
-        views.append(ep["views"])
-    s, a = np.concatenate(states), np.concatenate(actions)
-    v = np.concatenate(views).transpose(2, 0, 1, 3, 4).reshape(4, -1)
-    stats = {
-        "state_mean": s.mean(0).tolist(),
-        "state_std": s.std(0).tolist(),
-        "state_count": len(s),
-        "action_min": a.min(0).tolist(),
-        "action_max": a.max(0).tolist(),
-        "view_mean": v.mean(1).tolist(),
-        "view_std": v.std(1).tolist(),
-        "view_count": int(v.shape[1]),
-    }
-    (root / ds.STATS_JSON).write_text(json.dumps(stats, indent=1))
+    ds.write_stats(root, names)
     doc = {
         "format": ds.FORMAT,
         "format_version": ds.FORMAT_VERSION,
@@ -167,9 +130,3 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
     }
     (root / ds.DATASET_JSON).write_text(json.dumps(doc, indent=1))
     return root
-
-
-def dataset_stats(roots: list[str | os.PathLike]) -> dict:
-    from .dataset import merge_stats, read_stats
-
-    return merge_stats([read_stats(r) for r in roots])

@@ -18,11 +18,9 @@ complete, so an interrupted conversion resumes where it stopped (--overwrite red
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DATASET_JSON, EPISODES_DIR, FORMAT, FORMAT_VERSION, STATS_JSON, open_episode
+from .dataset import DATASET_JSON, EPISODES_DIR, FORMAT, FORMAT_VERSION, open_episode, write_stats
 
 
 class ConvertError(RuntimeError):
@@ -506,48 +504,6 @@ def episode_names(bags: list[Path]) -> list[str]:
     return names
 
 
-def compute_stats(out: Path, names: list[str], max_view_frames: int = 64, seed: int = 0) -> dict:
-    """state mean/std, action min/max (all steps); per-channel view mean/std over finite pixels of
-    up to max_view_frames frames per episode (sampled) - enough for a normaliser."""
-    rng = np.random.default_rng(seed)
-    states, actions = [], []
-    vsum = vsq = None
-    vcount = 0
-    for n in names:
-        g = open_episode(out / EPISODES_DIR / f"{n}.zarr")
-        states.append(np.asarray(g["state"][:], np.float64))
-        actions.append(np.asarray(g["action"][:], np.float64))
-        if "views" in set(g.array_keys()):
-            views = g["views"]
-            idx = np.sort(rng.choice(views.shape[0], min(max_view_frames, views.shape[0]), replace=False))
-            for i in idx:
-                v = np.asarray(views[int(i)], np.float64)  # (V, C, S, S)
-                v = np.moveaxis(v, 1, 0).reshape(v.shape[1], -1)
-                valid = np.isfinite(v).all(0) & (v[0] > 0)  # depth 0 / non-finite = empty pixel
-                x = v[:, valid]
-                vsum = x.sum(1) if vsum is None else vsum + x.sum(1)
-                vsq = (x**2).sum(1) if vsq is None else vsq + (x**2).sum(1)
-                vcount += x.shape[1]
-    s, a = np.concatenate(states), np.concatenate(actions)
-    if vcount:
-        vmean = vsum / vcount
-        vstd = np.sqrt(np.maximum(vsq / vcount - vmean**2, 0.0))
-    else:
-        vmean, vstd = np.zeros(4), np.ones(4)
-    return {
-        "state_mean": s.mean(0).tolist(),
-        "state_std": s.std(0).tolist(),
-        "state_count": len(s),
-        "action_min": a.min(0).tolist(),
-        "action_max": a.max(0).tolist(),
-        "action_mean": a.mean(0).tolist(),
-        "action_std": a.std(0).tolist(),
-        "view_mean": vmean.tolist(),
-        "view_std": vstd.tolist(),
-        "view_count": int(vcount),
-    }
-
-
 def _perception_config(opts: ConvertOptions) -> dict:
     from clamp_perception.pipeline import load_config
 
@@ -614,8 +570,7 @@ def convert(
     for n in names:
         attrs = dict(open_episode(ep_dir / f"{n}.zarr").attrs)
         episodes.append({k: attrs.get(k) for k in ("name", "bag", "task", "success", "source", "steps", "frames")})
-    stats = compute_stats(out, names)
-    _atomic_json(out / STATS_JSON, stats)
+    write_stats(out, names)
     first = open_episode(ep_dir / f"{names[0]}.zarr")
     view_shape = list(first["views"].shape[1:]) if "views" in set(first.array_keys()) else None
     doc = {
@@ -638,49 +593,3 @@ def convert(
     }
     _atomic_json(out / DATASET_JSON, doc)
     return doc
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_training convert", description=__doc__.split("\n\n")[0])
-    ap.add_argument("bags", nargs="+", help="episode bag dirs, or folders holding them")
-    ap.add_argument("--out", required=True, help="dataset directory (created; resumed if it exists)")
-    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="episodes in parallel")
-    ap.add_argument("--no-views", action="store_true", help="skip rendering the CLAMP views")
-    ap.add_argument("--rgb-scale", type=float, default=0.25, help="colour image scale (0: do not store)")
-    ap.add_argument("--control-hz", type=float, default=50.0)
-    ap.add_argument(
-        "--sync-tolerance",
-        type=float,
-        default=None,
-        help="s between the cameras' depth frames of "
-        "one observation (default: the perception config's sync.tolerance_ms)",
-    )
-    ap.add_argument("--perception-config", default=None, help="YAML for clamp_perception's pipeline")
-    ap.add_argument("--overwrite", action="store_true", help="discard an existing dataset at --out")
-    args = ap.parse_args(argv)
-    opts = ConvertOptions(
-        control_hz=args.control_hz,
-        views=not args.no_views,
-        rgb_scale=args.rgb_scale,
-        sync_tolerance_s=args.sync_tolerance,
-        perception_config=args.perception_config,
-    )
-    t = time.perf_counter()
-    try:
-        doc = convert(args.bags, args.out, opts, workers=args.workers, overwrite=args.overwrite)
-    except ConvertError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    dur = sum(
-        float(open_episode(Path(args.out) / EPISODES_DIR / f"{e['name']}.zarr").attrs["duration_s"])
-        for e in doc["episodes"]
-    )
-    print(
-        f"{len(doc['episodes'])} episodes, {doc['num_steps']} steps, {dur:.1f} episode-s in "
-        f"{time.perf_counter() - t:.1f} s -> {args.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

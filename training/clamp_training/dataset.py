@@ -80,6 +80,64 @@ def read_stats(root: str | os.PathLike) -> dict:
     return json.loads(p.read_text())
 
 
+def compute_stats(out: Path, names: list[str], max_view_frames: int = 64, seed: int = 0) -> dict:
+    """state mean/std, action min/max (all steps); per-channel view mean/std over finite pixels of
+    up to max_view_frames frames per episode (sampled) - enough for a normaliser."""
+    rng = np.random.default_rng(seed)
+    states, actions = [], []
+    vsum = vsq = None
+    vcount = 0
+    for n in names:
+        g = open_episode(out / EPISODES_DIR / f"{n}.zarr")
+        states.append(np.asarray(g["state"][:], np.float64))
+        actions.append(np.asarray(g["action"][:], np.float64))
+        if "views" in set(g.array_keys()):
+            views = g["views"]
+            idx = np.sort(rng.choice(views.shape[0], min(max_view_frames, views.shape[0]), replace=False))
+            for i in idx:
+                v = np.asarray(views[int(i)], np.float64)  # (V, C, S, S)
+                v = np.moveaxis(v, 1, 0).reshape(v.shape[1], -1)
+                valid = np.isfinite(v).all(0) & (v[0] > 0)  # depth 0 / non-finite = empty pixel
+                x = v[:, valid]
+                vsum = x.sum(1) if vsum is None else vsum + x.sum(1)
+                vsq = (x**2).sum(1) if vsq is None else vsq + (x**2).sum(1)
+                vcount += x.shape[1]
+    s, a = np.concatenate(states), np.concatenate(actions)
+    if vcount:
+        vmean = vsum / vcount
+        vstd = np.sqrt(np.maximum(vsq / vcount - vmean**2, 0.0))
+    else:
+        vmean, vstd = np.zeros(4), np.ones(4)
+    return {
+        "state_mean": s.mean(0).tolist(),
+        "state_std": s.std(0).tolist(),
+        "state_count": len(s),
+        "action_min": a.min(0).tolist(),
+        "action_max": a.max(0).tolist(),
+        "action_mean": a.mean(0).tolist(),
+        "action_std": a.std(0).tolist(),
+        "view_mean": vmean.tolist(),
+        "view_std": vstd.tolist(),
+        "view_count": int(vcount),
+    }
+
+
+def write_stats(root: str | os.PathLike, names: list[str]) -> dict:
+    """The one writer of DATASET/stats.json (convert and the synthetic datasets): `compute_stats`
+    over the named episodes, written atomically; returns the stats."""
+    root = Path(root)
+    stats = compute_stats(root, names)
+    tmp = root / (STATS_JSON + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    os.replace(tmp, root / STATS_JSON)
+    return stats
+
+
+def dataset_stats(roots: list[str | os.PathLike]) -> dict:
+    """The statistics of several datasets together (each one's stats.json, merged)."""
+    return merge_stats([read_stats(r) for r in roots])
+
+
 def merge_stats(stats: list[dict]) -> dict:
     """Combine per-dataset stats (count-weighted mean/var, global min/max)."""
     if len(stats) == 1:
@@ -276,3 +334,27 @@ class ChunkDataset(torch.utils.data.Dataset):
 def pool_views(views: torch.Tensor, size: int) -> torch.Tensor:
     """(..., V, C, S, S) metres -> (..., V, C, size, size), exactly as DiffusionPolicy.prepare_views pools."""
     return masked_pool_views(views, size)
+
+
+def split_episodes(ds: ChunkDataset, val_episodes: int = 0, val_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of `ds.index`, split by episode, never by step.
+
+    The held-out episodes are the last ones by name: `val_episodes` of them, else round(val_fraction x
+    episodes) with at least one when val_fraction > 0. Deterministic, so a later tool (retrieval,
+    evaluation) finds the same split from the run's config.
+    """
+    names = sorted(e.name for e in ds.episodes)
+    n_val = int(val_episodes)
+    if n_val <= 0 and val_fraction > 0:
+        n_val = max(1, int(round(val_fraction * len(names))))
+    if n_val <= 0:
+        return np.arange(len(ds.index)), np.zeros(0, dtype=np.int64)
+    if n_val >= len(names):
+        raise DatasetError(
+            f"holding out {n_val} episode(s) (val_episodes={val_episodes}, val_fraction={val_fraction}) leaves no "
+            f"training episode (the data has {len(names)}); lower them or add episodes"
+        )
+    held_names = set(names[-n_val:])
+    held = [i for i, e in enumerate(ds.episodes) if e.name in held_names]
+    is_val = np.isin(ds.index[:, 0], held)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)

@@ -5,8 +5,8 @@ that `make demo` shares with it).
 
 1. scripted demonstrations (clamp_sim.generate) of the pretraining tasks and of a held-out task,
    each episode converted (clamp_training.convert, i.e. the perception pipeline) into its own dataset;
-2. CLAMP pretraining (clamp_training.pretrain) on the pretraining tasks only;
-3. for each number of held-out demonstrations N, seed and arm, fine-tuning (clamp_training.finetune):
+2. CLAMP pretraining (clamp_training.train, stage pretrain) on the pretraining tasks only;
+3. for each number of held-out demonstrations N, seed and arm, fine-tuning (stage finetune):
    `clamp`   = from the CLAMP-pretrained policy, CLAMP encoders frozen (the paper's recipe);
    `scratch` = the same architecture from a random initialisation, everything trained;
 4. evaluation in the simulator, in-process (clamp_sim.evaluate.run_episode: rendered cameras ->
@@ -21,7 +21,6 @@ fine-tuning runs in OUT/runs/<arm>_n<N>_s<seed> are kept, so an interrupted expe
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -51,8 +50,9 @@ DEFAULT_CONFIG: dict = {
         "workers": 2,  # conversion processes
         "require_success": True,  # train only on demonstrations the scripted demonstrator completed
     },
-    # clamp_training.pretrain_common config sections (policy / clamp / prompt / train) for pretraining
-    "pretrain": {"train": {"steps": 600, "batch_size": 32, "threads": 1, "val_fraction": 0.1}},
+    # TrainConfig keys (clamp_training.config) for pretraining over the `clamp_small` preset; an
+    # older `train:` mapping inside is read as top-level keys
+    "pretrain": {"steps": 600, "batch_size": 32, "threads": 1, "val_fraction": 0.1},
     "finetune": {
         "demos": [5, 10, 25],
         "seeds": [0, 1],
@@ -127,10 +127,8 @@ def code_files(group: str) -> list[Path]:
         return [*files, default_config_path(), tr / "convert.py", tr / "dataset.py"]
     if group == "train":
         models = _module_dir("clamp_policy") / "models"
-        files = [
-            tr / f"{m}.py"
-            for m in ("pretrain_common", "contrastive_data", "pretrain", "finetune", "prompts", "retrieval")
-        ]
+        modules = ("config", "train", "stages", "clamp_checkpoint", "contrastive_data", "prompts", "retrieval")
+        files = [tr / f"{m}.py" for m in (*modules, "run_state", "export", "distributed")]
         return files + sorted(models.glob("*.py"))
     raise ValueError(group)
 
@@ -266,21 +264,37 @@ def torch_device(name: str = "auto") -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
+def train_doc(section: dict | None) -> dict:
+    """TrainConfig keys from an experiment section: its own keys, a `train:` mapping (the older
+    layout) flattened into them, `cache_bytes` as `cache_gb`."""
+    section = dict(section or {})
+    doc = {**section, **(section.pop("train", None) or {})}
+    doc.pop("train", None)
+    if "cache_bytes" in doc:
+        doc["cache_gb"] = float(doc.pop("cache_bytes")) / 1e9
+    return doc
+
+
+def pretrain_config(pre_cfg: dict, device: str = "auto"):
+    from .train import build_config
+
+    return build_config(None, None, {**train_doc(pre_cfg), "stage": "pretrain", "device": device})
+
+
 def pretrain_stage(
     pre_cfg: dict, data: list[Path], cache, progress: bool = True, device: str = "auto"
 ) -> tuple[Path, bool]:
     """CLAMP pretraining run dir (cached by config, data and training code); (run, was_cached)."""
-    from .pretrain import pretrain
-    from .pretrain_common import load_config as clamp_config
+    from .train import train
 
-    cfg = clamp_config(None, pre_cfg)
-    key = digest("pretrain", cfg, sorted(str(d) for d in data), code_digest("train"))
+    cfg = pretrain_config(pre_cfg, device)
+    key = digest("pretrain", cfg.to_dict(), sorted(str(d) for d in data), code_digest("train"))
     run = Path(cache) / "pretrain" / key
     if (run / "summary.json").is_file() and (run / "policy" / "config.json").is_file():
         return run, True
     tmp = run.with_name(key + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pretrain(cfg, [str(d) for d in data], tmp, device=torch_device(device), progress=progress)
+    train(cfg, [str(d) for d in data], tmp, resume=False, progress=progress)
     shutil.rmtree(run, ignore_errors=True)
     os.replace(tmp, run)
     return run, False
@@ -291,13 +305,11 @@ def random_init(pre_cfg: dict, data: list[Path], out: Path, seed: int) -> Path:
     import torch
     from clamp_policy.models.checkpoint import save_policy
 
-    from .contrastive_data import dataset_stats
-    from .dataset import policy_stats
-    from .pretrain_common import build_model
-    from .pretrain_common import load_config as clamp_config
+    from .clamp_checkpoint import build_clamp_model
+    from .dataset import dataset_stats, policy_stats
 
     torch.manual_seed(seed)
-    model, _ = build_model(clamp_config(None, pre_cfg))
+    model, _ = build_clamp_model(pretrain_config(pre_cfg))
     model.policy.set_normalization(policy_stats(dataset_stats([str(d) for d in data])))
     return save_policy(model.policy, out, metadata={"init": "random", "seed": seed})
 
@@ -306,16 +318,17 @@ def finetune_stage(
     init: Path, data: list[Path], out: Path, train: dict, unfreeze: bool, progress: bool = True, device: str = "auto"
 ) -> dict:
     """Fine-tune into `out` (kept when its summary exists for the same inputs); returns the summary."""
-    from .finetune import finetune
+    from .train import build_config
+    from .train import train as run_training
 
-    key = digest("finetune", str(init), sorted(str(d) for d in data), train, unfreeze, code_digest("train"))
+    finetune = {"clamp_checkpoint": str(init), "freeze_encoders": not unfreeze}
+    cfg = build_config(None, None, {**train_doc(train), "stage": "finetune", "finetune": finetune, "device": device})
+    key = digest("finetune", str(init), sorted(str(d) for d in data), cfg.to_dict(), code_digest("train"))
     done = out / "stage.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key and (out / "policy").is_dir():
         return {**json.loads((out / "summary.json").read_text()), "cached": True}
     shutil.rmtree(out, ignore_errors=True)
-    summary = finetune(
-        init, [str(d) for d in data], out, train, unfreeze=unfreeze, device=torch_device(device), progress=progress
-    )
+    summary = run_training(cfg, [str(d) for d in data], out, resume=False, progress=progress)
     done.write_text(json.dumps({"key": key}) + "\n")
     return summary
 
@@ -457,7 +470,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     "progress_sd": p[1],
                     "offline_mae_arm_mean": e[0],
                     "offline_mae_arm_sd": e[1],
-                    "final_loss_mean": float(np.mean([r["finetune"]["final_diffusion_loss"] for r in rs])),
+                    "final_loss_mean": float(np.mean([r["finetune"]["final_loss"] for r in rs])),
                 }
             )
     return out
@@ -484,7 +497,7 @@ def write_results(cfg: dict, rows: list[dict], pre: dict, stages: Stages, out: P
         "# CLAMP few-demonstration experiment (clamp_sim)",
         "",
         f"Pretraining: CLAMP on {d['pretrain_episodes']} scripted demonstrations each of "
-        f"{', '.join(d['pretrain_tasks'])} ({cfg['pretrain'].get('train', {}).get('steps', '?')} steps). "
+        f"{', '.join(d['pretrain_tasks'])} ({train_doc(cfg['pretrain']).get('steps', '?')} steps). "
         f"Held-out task: **{d['heldout_task']}**, fine-tuned on N demonstrations "
         f"({cfg['finetune']['train'].get('steps')} steps), seeds {cfg['finetune']['seeds']}.",
         "`clamp` = CLAMP-pretrained policy, encoders frozen; `scratch` = same architecture, random init, all trained.",
@@ -551,10 +564,12 @@ def write_results(cfg: dict, rows: list[dict], pre: dict, stages: Stages, out: P
     fig, axes = plt.subplots(1, len(demos), figsize=(4 * len(demos), 3.2), squeeze=False)
     for ax, n in zip(axes[0], demos, strict=True):
         for r in [r for r in rows if r["demos"] == n]:
-            metrics = [json.loads(x) for x in Path(r["run"], "metrics.jsonl").read_text().splitlines() if x]
+            import csv
+
+            metrics = list(csv.DictReader(open(Path(r["run"], "log.csv"))))
             ax.plot(
-                [m["step"] for m in metrics],
-                [m["diffusion"] for m in metrics],
+                [int(m["step"]) for m in metrics],
+                [float(m["loss"]) for m in metrics],
                 color="tab:blue" if r["arm"] == "clamp" else "tab:orange",
                 alpha=0.8,
                 label=f"{r['arm']} s{r['seed']}",
@@ -601,7 +616,7 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
     with stages.stage("pretrain", f"CLAMP on {len(pre_data)} episodes") as info:
         pre_run, info["cached"] = pretrain_stage(cfg["pretrain"], pre_data, cache, progress, cfg["device"])
     pre_summary = json.loads((pre_run / "summary.json").read_text())
-    shutil.copy(pre_run / "loss_curves.png", out / "pretrain_curves.png")
+    shutil.copy(pre_run / "loss.png", out / "pretrain_curves.png")
 
     rows = []
     runs = [(n, s, a) for n in ft["demos"] for s in ft["seeds"] for a in ft["arms"]]
@@ -655,24 +670,7 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_training experiment", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=None, help="experiment YAML (training/configs/experiment_cpu.yaml, _gpu.yaml)")
-    ap.add_argument("--out", default=None, help="results directory (default: the config's `out`)")
-    ap.add_argument("--cache", default=None, help="cache of episodes and pretraining runs (default: the config's)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    overrides = {k: v for k, v in (("out", args.out), ("cache", args.cache)) if v}
-    try:
-        cfg = load_config(args.config, overrides)
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    doc = run_experiment(cfg, progress=not args.no_progress)
-    out = Path(cfg["out"])
-    print((out / "results.md").read_text())
-    print(json.dumps({"experiment": str(out), "aggregate": doc["aggregate"], "seconds": round(doc["total_seconds"])}))
-    return 0
+    """Kept for callers of `clamp_training.experiment.main`: the command is clamp_training.commands.experiment."""
+    from .__main__ import main as dispatch
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return dispatch(["experiment", *(argv if argv is not None else sys.argv[1:])])

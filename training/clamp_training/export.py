@@ -1,15 +1,14 @@
-"""`python -m clamp_training export RUN --out POLICY_DIR [--raw]`: a training run -> a deployable policy.
+"""A training run -> a deployable policy (the `export` command is clamp_training.commands.export).
 
-Writes the EMA weights (or the raw weights with --raw) of RUN/checkpoint with their config, version
-and sha256 (clamp_policy.models.checkpoint), then loads the result back and checks that every tensor
-round-tripped bit-exactly before reporting success.
+Writes the EMA weights (or the raw weights) of RUN/checkpoint with their config, version and sha256
+(clamp_policy.models.checkpoint), then loads the result back and checks that every tensor
+round-tripped bit-exactly. Works for every stage: a pretraining run exports the policy inside the
+CLAMP model.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +20,9 @@ class ExportError(RuntimeError):
     pass
 
 
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True) -> Path:
+def export_run(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: bool = True, metadata: dict | None = None
+) -> Path:
     from clamp_policy.models import DiffusionPolicy, PolicyConfig, load_policy, save_policy
 
     from .run_state import CHECKPOINT_DIR, _sub, load_train_state
@@ -34,19 +35,23 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: 
             f"(`python -m clamp_training train --data ... --out {run}`)"
         )
     tensors, meta = state
-    cfg = PolicyConfig.from_dict(meta["train_config"]["policy"])
+    tc = meta["train_config"]
+    cfg = PolicyConfig.from_dict(tc["policy"])
     policy = DiffusionPolicy(cfg)
-    policy.load_state_dict(_sub(tensors, "ema." if use_ema else "model."), strict=True)
-    metadata = {
+    prefix = ("ema." if use_ema else "model.") + ("policy." if tc.get("stage") == "pretrain" else "")
+    policy.load_state_dict(_sub(tensors, prefix), strict=True)
+    info = {
         "run": str(run.resolve()),
+        "stage": tc.get("stage", "diffusion"),
         "step": meta["step"],
         "weights": "ema" if use_ema else "raw",
         "ema_decay": meta["ema"]["decay"],
         "datasets": meta.get("datasets", []),
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "train_config": {k: v for k, v in meta["train_config"].items() if k != "policy"},
+        "train_config": {k: v for k, v in tc.items() if k != "policy"},
+        **(metadata or {}),
     }
-    out = save_policy(policy, out_dir, metadata)
+    out = save_policy(policy, out_dir, info)
     loaded = load_policy(out)
     ref = policy.state_dict()
     bad = [k for k, v in loaded.state_dict().items() if not torch.equal(v, ref[k])]
@@ -56,20 +61,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, use_ema: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_training export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", help="training run directory (holds checkpoint/)")
-    ap.add_argument("--out", required=True, help="policy directory to write")
-    ap.add_argument("--raw", action="store_true", help="export the raw instead of the EMA weights")
-    args = ap.parse_args(argv)
-    try:
-        out = export_run(args.run, args.out, use_ema=not args.raw)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    doc = json.loads((out / "config.json").read_text())
-    print(json.dumps({"policy": str(out), "sha256": doc["weights_sha256"], "step": doc["metadata"]["step"]}))
-    return 0
+    """Kept for callers of `clamp_training.export.main`: the command is clamp_training.commands.export."""
+    from .__main__ import main as dispatch
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return dispatch(["export", *(argv if argv is not None else sys.argv[1:])])

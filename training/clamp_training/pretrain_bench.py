@@ -30,44 +30,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
 
-    from .contrastive_data import ClampDataset, dataset_stats, open_clamp_data, split_episodes, write_synthetic_dataset
-    from .dataset import policy_stats
-    from .pretrain import pretrain
-    from .pretrain_common import build_model, load_config
+    import numpy as np
+
+    from .clamp_checkpoint import build_clamp_model
+    from .config import build_config
+    from .contrastive_data import ClampDataset, open_clamp_data, write_synthetic_dataset
+    from .dataset import dataset_stats, policy_stats, split_episodes
     from .retrieval import evaluate
+    from .train import train
 
     out = Path(args.out)
-    train = {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads}
-    base_cfg = load_config(args.config, {"train": train})
-    size = int(base_cfg["policy"]["image_encoder"]["view_size"])
+    over = {"stage": "pretrain", "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads}
+    over["device"] = args.device
+    base_cfg = build_config(None, args.config, over)
+    size = base_cfg.policy.image_encoder.view_size
     data = [str(write_synthetic_dataset(out / "data", args.episodes, size=size))]
     result = {"episodes": args.episodes, "steps": args.steps, "batch_size": args.batch_size, "device": args.device}
     result["threads"] = args.threads
 
     # untrained baseline: same architecture, same held-out samples, no step taken
-    torch.manual_seed(int(base_cfg["train"]["seed"]))
-    model, pcfg = build_model(base_cfg)
+    torch.manual_seed(base_cfg.seed)
+    model, pcfg = build_clamp_model(base_cfg)
     bdata = open_clamp_data(data, pcfg.chunk_length, model.history, pcfg.image_encoder.view_size)
-    train_eps, val_eps = split_episodes(
-        len(bdata.episodes), float(base_cfg["train"]["val_fraction"]), int(base_cfg["train"]["seed"])
-    )
+    train_rows, val_rows = split_episodes(bdata, base_cfg.val_episodes, base_cfg.val_fraction)
+    prompt = {"position_bins": base_cfg.prompt.position_bins, "progress_bins": base_cfg.prompt.progress_bins}
     model.policy.set_normalization(policy_stats(dataset_stats(data)))
-    model.text.fit_standardisation(ClampDataset(bdata, train_eps, base_cfg["prompt"]).all_prompts())
-    val = ClampDataset(bdata, val_eps, base_cfg["prompt"])
+    everything = ClampDataset(bdata, None, prompt)
+    model.text.fit_standardisation([everything.prompt(int(i)) for i in train_rows])
+    val = torch.utils.data.Subset(everything, np.asarray(val_rows).tolist())
     with torch.no_grad():
-        untrained = evaluate(model.eval(), val, None, int(base_cfg["train"]["retrieval_samples"]))
+        untrained = evaluate(model.eval(), val, None, base_cfg.retrieval_samples)
     result["untrained"] = {"retrieval": untrained}
 
     for variant, pos in (("string", "string"), ("learned", "learned")):
-        cfg = load_config(
-            args.config,
-            {
-                "train": train,
-                "policy": {"image_encoder": {"options": {"pos_encoding": pos}}},
-            },
-        )
-        summary = pretrain(cfg, data, out / variant, device=args.device, progress=True)
-        result[variant] = {k: summary.get(k) for k in ("samples_per_s", "final", "retrieval")}
+        enc = {"options": {**base_cfg.policy.image_encoder.options, "pos_encoding": pos}}
+        cfg = build_config(None, args.config, {**over, "policy": {"image_encoder": enc}})
+        summary = train(cfg, data, out / variant, resume=False, progress=True)
+        result[variant] = {k: summary.get(k) for k in ("samples_per_s", "final_loss", "retrieval")}
     print(json.dumps({"clamp_pretrain_bench": result}))
     return 0
 

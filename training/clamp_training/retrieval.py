@@ -14,9 +14,7 @@ on stdout) and embeddings.png (PCA of the three modalities in one plane).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,47 +120,3 @@ def evaluate(model, dataset, out_dir=None, max_samples: int = 256, seed: int = 0
         (out / "retrieval.json").write_text(json.dumps(res, indent=2) + "\n")
         plot_embeddings(emb, out / "embeddings.png")
     return res
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_training retrieval", description=__doc__.split("\n")[0])
-    ap.add_argument("--run", required=True, help="CLAMP pretraining run dir (RUN or RUN/clamp)")
-    ap.add_argument("--data", nargs="+", default=None, help="converted dataset dir(s) (default: the run's own)")
-    ap.add_argument(
-        "--episodes",
-        choices=("held-out", "all"),
-        default="held-out",
-        help="held-out: the run's validation split (same seed and fraction); all: every episode",
-    )
-    ap.add_argument("--max-samples", type=int, default=256)
-    ap.add_argument("--out", default=None, help="where retrieval.json and embeddings.png go (default: RUN)")
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
-
-    from .contrastive_data import ClampDataset, open_clamp_data, split_episodes
-    from .pretrain_common import load_clamp
-
-    model, cfg = load_clamp(args.run, device=args.device)
-    data = args.data
-    if not data:
-        clamp_dir = Path(args.run) / "clamp" if (Path(args.run) / "clamp").is_dir() else Path(args.run)
-        data = json.loads((clamp_dir / "config.json").read_text()).get("metadata", {}).get("data")
-        if not data:
-            ap.error("the run does not record its datasets; pass --data DATASET...")
-    base = open_clamp_data(
-        data,
-        chunk_length=model.policy.cfg.chunk_length,
-        history=model.history,
-        view_size=model.policy.cfg.image_encoder.view_size,
-    )
-    episodes = None
-    if args.episodes == "held-out":
-        _, episodes = split_episodes(len(base.episodes), cfg["train"]["val_fraction"], cfg["train"]["seed"])
-        if not episodes:
-            print("note: the run has no held-out episodes (val_fraction 0); using all episodes", file=sys.stderr)
-            episodes = None
-    ds = ClampDataset(base, episodes, cfg.get("prompt"))
-    out = Path(args.out) if args.out else Path(args.run)
-    res = evaluate(model, ds, out, max_samples=args.max_samples)
-    print(json.dumps({"retrieval": res, "embeddings_png": str(out / "embeddings.png")}))
-    return 0

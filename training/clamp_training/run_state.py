@@ -1,5 +1,6 @@
-"""A training run's resumable state: RUN/checkpoint/ (model, EMA and optimizer tensors in safetensors,
-the rest as JSON; never pickle). Written by train, read by train (resume) and export."""
+"""A training run's resumable state: RUN/checkpoint/ (model, EMA and optimizer tensors and the torch
+RNG state in safetensors, the rest as JSON; never pickle). Written by train, read by train (resume)
+and export."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def save_train_state(run: Path, step: int, model, ema, opt, cfg, extra: dict) ->
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.model.state_dict().items()})
     opt_t, opt_meta = _flatten_optimizer(opt)
     tensors.update(opt_t)
+    tensors["rng.torch"] = torch.get_rng_state()  # a resumed run draws the noise an uninterrupted one would
     save_file(tensors, str(tmp / "train_state.safetensors"))
     meta = {
         "step": step,
