@@ -4,6 +4,11 @@ A thin adapter: the work is PerceptionPipeline (ROS-free), frames are grouped by
 and extrinsics come from a TransformBuffer fed by /tf and /tf_static, exactly as training does
 from a bag.
 
+Threads: the subscription callbacks only store what arrives (so /tf is taken in as it comes, never
+behind a render) and hand the newest complete frame set to a render thread (worker.NewestWorker),
+which waits up to `tf_wait_s` for TF / camera_info that has not arrived yet. High-rate topics stay
+on the node's one single-threaded executor (clamp_core.ros.make_executor).
+
 Published:
   rig.VIEWS_TOPIC  sensor_msgs/Image 32FC4, 224 x (224*5), views tiled in rig.VIEW_NAMES order,
                    channels depth, x, y, z (metres; empty pixel = 0), stamp = observation time
@@ -17,6 +22,7 @@ Never crashes on bad input: the frame is skipped, counted, and a throttled messa
 from __future__ import annotations
 
 import collections
+import threading
 import time
 
 import numpy as np
@@ -45,6 +51,7 @@ from clamp_perception.transforms import (
     TransformError,
     UnknownFrameError,
 )
+from clamp_perception.worker import NewestWorker, Wait
 
 
 def _image_qos(name: str) -> QoSProfile:
@@ -53,14 +60,6 @@ def _image_qos(name: str) -> QoSProfile:
     if name == "reliable":
         return QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     raise ValueError(f"image_qos must be 'sensor_data' or 'reliable', got {name!r}")
-
-
-class _Wait(Exception):
-    """A frame set that cannot be processed yet (TF or camera_info may still arrive)."""
-
-    def __init__(self, reason: str, text: str) -> None:
-        super().__init__(text)
-        self.reason, self.text = reason, text
 
 
 class _Rate:
@@ -116,7 +115,7 @@ class PerceptionNode(Node):
         self.last_problem = ""
         self._skipped_reported = 0
         self.tf_wait_s = float(self.get_parameter("tf_wait_s").value)
-        self._pending = None  # (group, first attempt monotonic time, _Wait) of a frame waiting for TF/camera_info
+        self._lock = threading.Lock()  # TF buffer, camera_infos and colour queues: callbacks write, the worker reads
 
         image_qos = _image_qos(self.get_parameter("image_qos").value)
         for cam in self.sync.cameras:
@@ -126,15 +125,15 @@ class PerceptionNode(Node):
                 CameraInfo, rig.camera_info_topic(topic), lambda m, c=cam: self._on_info(c, m), image_qos
             )
             if self.colour_cloud:
-                self.create_subscription(
-                    Image, rig.color_topic(cam), lambda m, c=cam: self.colours[c].append(m), image_qos
-                )
+                self.create_subscription(Image, rig.color_topic(cam), lambda m, c=cam: self._on_colour(c, m), image_qos)
         self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), reliable_qos(depth=100))
         self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), latched_subscriber_qos())
         self.views_pub = self.create_publisher(Image, rig.VIEWS_TOPIC, reliable_qos(depth=2))
         self.cloud_pub = self.create_publisher(PointCloud2, rig.CLOUD_TOPIC, reliable_qos(depth=2))
         self.diag_pub = self.create_publisher(DiagnosticArray, rig.DIAGNOSTICS_TOPIC, 10)
         self.create_timer(float(self.get_parameter("diagnostics_period_s").value), self._publish_diagnostics)
+        # the render thread; the callbacks above only store and hand it the newest complete frame set
+        self.worker = NewestWorker(self._process, self.tf_wait_s, self._give_up, self._failed, "perception render")
         self.get_logger().info(
             f"perception: {len(required)} required + {len(optional)} optional cameras, "
             f"views {self.pipeline.view_names}, config {config_file}"
@@ -143,60 +142,56 @@ class PerceptionNode(Node):
     # ---------------------------------------------------------------------------------- inputs
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
         try:
-            self.tf.add_message(msg, static=static)
+            with self._lock:
+                self.tf.add_message(msg, static=static)
         except ValueError as exc:  # NaN transform, empty frame name: drop it, say so
             self._skip("bad_tf", f"ignored a {'/tf_static' if static else '/tf'} message: {exc}")
-        self._retry_pending()
+        self.worker.inputs_changed()
 
     def _on_info(self, cam: str, msg: CameraInfo) -> None:
-        self.infos[cam] = msg
-        self._retry_pending()
+        with self._lock:
+            self.infos[cam] = msg
+        self.worker.inputs_changed()
+
+    def _on_colour(self, cam: str, msg: Image) -> None:
+        with self._lock:
+            self.colours[cam].append(msg)
 
     def _on_depth(self, cam: str, msg: Image) -> None:
         self.rates[cam].tick()
         self.sync.add(cam, stamp_to_ns(msg.header.stamp), msg)
         group = self.sync.pop()
-        if group is None:
+        if group is not None:
+            self.worker.offer(group)  # the render thread takes the newest; it may still wait for TF
+
+    def _give_up(self, group, wait: Wait) -> None:
+        self._skip(wait.reason, f"{wait.text} (waited {self.tf_wait_s:.2f}s)")
+
+    def _failed(self, group, exc: BaseException) -> None:  # never let one bad frame kill the node
+        if not self.context.ok():  # shutting down: publishers are gone, nothing to report
             return
-        if self._pending is not None:  # a newer observation replaces one still waiting for TF
-            _, _, wait = self._pending
-            self._pending = None
-            self._skip(wait.reason, wait.text)
-        self._attempt(group, time.monotonic())
+        self._skip("internal_error", f"frame at {group.stamp_ns / 1e9:.3f}s failed: {type(exc).__name__}: {exc}")
 
-    def _retry_pending(self) -> None:
-        if self._pending is not None:
-            group, since, _ = self._pending
-            self._pending = None
-            self._attempt(group, since)
+    def destroy_node(self):
+        self.worker.stop()  # no render thread publishing through a destroyed node
+        return super().destroy_node()
 
-    def _attempt(self, group, since: float) -> None:
-        """Process a frame set; one that waits for TF / camera_info is kept (tf_wait_s) and retried."""
-        try:
-            self._process(group)
-        except _Wait as wait:
-            if time.monotonic() - since < self.tf_wait_s:
-                self._pending = (group, since, wait)
-            else:
-                self._skip(wait.reason, wait.text)
-        except Exception as exc:  # never let one bad frame kill the node
-            if not self.context.ok():  # shutting down: publishers are gone, nothing to report
-                return
-            self._skip("internal_error", f"frame at {group.stamp_ns / 1e9:.3f}s failed: {type(exc).__name__}: {exc}")
-
-    def _skip(self, reason: str, text: str) -> None:
-        self.skipped[reason] += 1
-        self.last_problem = text
+    def _skip(self, reason: str, text: str) -> None:  # from the callbacks and the render thread
+        with self._lock:
+            self.skipped[reason] += 1
+            self.last_problem = text
         self.get_logger().warning(text, throttle_duration_sec=2.0)
 
     # ------------------------------------------------------------------------------------ work
     def _process(self, group) -> None:
+        """Runs on the render thread; raises Wait while TF / camera_info for the group is missing."""
         t0 = time.perf_counter()
         images = {}
         for cam, msg in group.frames.items():
-            info = self.infos.get(cam)
+            with self._lock:
+                info = self.infos.get(cam)
             if info is None:
-                raise _Wait("no_camera_info", f"no camera_info received yet for {cam}; skipping the frame")
+                raise Wait("no_camera_info", f"no camera_info received yet for {cam}; skipping the frame")
             try:
                 depth = image_to_numpy(msg)
                 intr = camera_info_intrinsics(info)
@@ -218,14 +213,15 @@ class PerceptionNode(Node):
                 throttle_duration_sec=5.0,
             )
         try:
-            frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
+            with self._lock:  # the lookups only; rendering runs without holding up /tf
+                frames, wrist = self.pipeline.frames_from_buffer(images, self.tf, group.stamp_ns)
             views, cloud = self.pipeline.process(frames, wrist)
         except (UnknownFrameError, ConnectivityError, ExtrapolationError) as exc:
             if isinstance(exc, ExtrapolationError) and not exc.future:
                 self._skip("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
                 return
             # TF not there yet (or still catching up): the frame waits a little for it
-            raise _Wait("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}") from exc
+            raise Wait("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}") from exc
         except TransformError as exc:
             self._skip("missing_tf", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
             return
@@ -250,7 +246,9 @@ class PerceptionNode(Node):
         any_colour = False
         for cam, frame in frames.items():
             t = group.stamps[cam]
-            match = min(self.colours[cam], key=lambda m: abs(stamp_to_ns(m.header.stamp) - t), default=None)
+            with self._lock:
+                candidates = list(self.colours[cam])
+            match = min(candidates, key=lambda m: abs(stamp_to_ns(m.header.stamp) - t), default=None)
             if match is None or abs(stamp_to_ns(match.header.stamp) - t) > self.sync.tolerance_ns:
                 continue
             try:
@@ -293,7 +291,9 @@ class PerceptionNode(Node):
                 f"required camera(s) stale: {'; '.join(stale_required)}; no views until they are back",
                 throttle_duration_sec=5.0,
             )
-        skipped_now = sum(self.skipped.values())
+        with self._lock:
+            skipped, last_problem = dict(self.skipped), self.last_problem
+        skipped_now = sum(skipped.values())
         if level == OK and skipped_now > self._skipped_reported:  # frames were skipped since the last report
             level = WARN
         self._skipped_reported = skipped_now
@@ -301,11 +301,12 @@ class PerceptionNode(Node):
         values["latency_ms_median"] = f"{np.median(lat):.1f}"
         values["latency_ms_max"] = f"{lat.max():.1f}"
         values["views_published"] = self.published
+        values["frames_superseded"] = self.worker.superseded  # newer frame sets came while rendering (not an error)
         values["frames_unmatched"] = self.sync.dropped_unmatched
-        values.update({f"skipped {k}": v for k, v in sorted(self.skipped.items())})
-        if self.last_problem:
-            values["last_problem"] = self.last_problem
-        message = "; ".join(problems) if problems else ("ok" if level == OK else self.last_problem)
+        values.update({f"skipped {k}": v for k, v in sorted(skipped.items())})
+        if last_problem:
+            values["last_problem"] = last_problem
+        message = "; ".join(problems) if problems else ("ok" if level == OK else last_problem)
         name = "clamp_perception: views"
         publish_status(self, self.diag_pub, name, bytes([level]), message[:500], values, hardware_id="clamp_perception")
 
