@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from clamp_core.ros import NodeExecutors
     from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
 
@@ -244,7 +244,9 @@ def main(argv=None) -> int:
     player = BagPlayer(node, reader, a.rate, a.topics, clock=not a.no_clock)
     evaluate = a.eval or bool(a.checkpoint)
     collector = ChunkCollector(node) if evaluate else None
-    executor = MultiThreadedExecutor(num_threads=4)
+    # each node on its own single-threaded executor thread (as separate processes would be); one
+    # thread pool for all would cost ~3x the CPU per message (clamp_core.ros.make_executor)
+    executor = NodeExecutors(rclpy.utilities.get_default_context())
     executor.add_node(node)
     running = None
     if a.checkpoint:
@@ -260,11 +262,6 @@ def main(argv=None) -> int:
             overrides={"inference": {"checkpoint": a.checkpoint}},
         )
         inference = running.nodes["inference"]
-    from clamp_core.ros import spin_until
-
-    stop = threading.Event()
-    spin = threading.Thread(target=spin_until, args=(executor, stop), daemon=True)
-    spin.start()
     refused = ""
     try:
         time.sleep(max(a.delay, 0.0))
@@ -295,12 +292,11 @@ def main(argv=None) -> int:
             Path(a.report).write_text(json.dumps(report, indent=2))
         if a.plot:
             plot_report(report, a.plot)
-    stop.set()
-    spin.join(timeout=5.0)
     if running is not None:
         for n in running.nodes.values():
-            executor.remove_node(n)
+            executor.remove_node(n)  # joins the node's thread: never destroyed under its executor
             n.destroy_node()
+    executor.remove_node(node)
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.shutdown()

@@ -12,7 +12,6 @@ robot and `ros2 launch clamp_bringup aloha.launch.py`; here they are refused wit
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass, field
 
 from clamp_bringup.graph import Graph, NodeSpec
@@ -54,20 +53,15 @@ class RunningGraph:
     context: object
     executor: object
     nodes: dict = field(default_factory=dict)
-    thread: threading.Thread | None = None
     own_context: bool = False
     own_executor: bool = False
-    stop_event: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
         recorder = self.nodes.get("recorder")
         if recorder is not None:
             recorder.shutdown()  # close a running episode properly
-        self.stop_event.set()  # never destroy nodes under a spinning thread
-        if self.thread is not None:
-            self.thread.join(timeout=5.0)
         for node in self.nodes.values():
-            self.executor.remove_node(node)  # (a NodeExecutors joins the node's own thread here)
+            self.executor.remove_node(node)  # a NodeExecutors joins the node's thread: never destroy under it
             node.destroy_node()
         self.nodes.clear()
         if self.own_context:
@@ -92,12 +86,13 @@ def start_graph(
 ) -> RunningGraph:
     """Create the graph's in-process nodes in `context` (a new one if None) and spin them.
 
-    With an `executor` given (e.g. the test harness's clamp_core.ros.NodeExecutors) the nodes are
-    added to it; otherwise one MultiThreadedExecutor spins them all (the perception node renders
-    inside its image callbacks; a pool lets its /tf callbacks run meanwhile).
+    With an `executor` given (e.g. the test harness's) the nodes are added to it; otherwise each
+    node is spun by its own executor thread (clamp_core.ros.NodeExecutors), as separate processes
+    under `ros2 launch` would be. (No node does heavy work in its callbacks: the perception node
+    renders on a thread of its own, so its /tf is read as it arrives.)
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from clamp_core.ros import NodeExecutors
 
     unknown = sorted((set(skip) | set(only)) - set(graph.names))
     if unknown:
@@ -112,7 +107,7 @@ def start_graph(
         rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     spin_own = executor is None
     if spin_own:
-        executor = MultiThreadedExecutor(num_threads=max(4, len(specs) + 2), context=context)
+        executor = NodeExecutors(context)
     running = RunningGraph(graph, context, executor, own_context=own, own_executor=spin_own)
     try:
         for s in specs:
@@ -126,16 +121,4 @@ def start_graph(
     except Exception:
         running.stop()
         raise
-    if spin_own:
-        running.thread = threading.Thread(target=_spin, args=(executor, context, running.stop_event), daemon=True)
-        running.thread.start()
     return running
-
-
-def _spin(executor, context, stop: threading.Event) -> None:
-    while context.ok() and not stop.is_set():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except Exception:
-            if context.ok():
-                raise
