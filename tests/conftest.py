@@ -89,9 +89,14 @@ def ros_process():
         started.append(proc)
         return proc
 
-    yield start
-    for proc in started:
-        proc.stop()
+    try:
+        yield start
+    finally:
+        for proc in started:  # every one, even if stopping another failed
+            try:
+                proc.stop()
+            except Exception as exc:
+                print(f"ros_process: stopping {proc.name} failed: {exc!r}", flush=True)
 
 
 @pytest.fixture(scope="session")

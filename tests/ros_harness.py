@@ -13,6 +13,7 @@ nodes received 20-40% of their messages. Here each node gets `clamp_core.ros.mak
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -106,9 +107,16 @@ class RosHarness:
         )
 
     def shutdown(self) -> None:
-        for node in self._nodes:
+        # every node spun here, also those a test added straight to the executor (start_graph) and
+        # left running when it failed: destroyed, so nothing of a failed test (threads, DDS
+        # endpoints in this session's domain) outlives it
+        nodes = list({id(n): n for n in [*self._nodes, *self.executor.get_nodes()]}.values())
+        for node in nodes:
             self.executor.remove_node(node)
-            node.destroy_node()
+            try:
+                node.destroy_node()
+            except Exception as exc:  # one node failing to go must not keep the others alive
+                self.errors.append(f"destroying {node.get_name()}: {exc!r}")
         self.executor.shutdown()
         rclpy.shutdown(context=self.context)
         if self.errors:
@@ -131,28 +139,64 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, period:
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
+# Run before the program (then exec'd in place): SIGKILL when the parent dies, even when the parent
+# is killed outright (Linux prctl PR_SET_PDEATHSIG; kept across exec). Not a preexec_fn: that is not
+# safe in a parent with threads (rclpy's), this is a separate interpreter.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)  # the parent died before prctl\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def popen_group(args: Sequence[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen of `args` (args[0] a path) in a process group of its own that dies with this
+    process: `kill_group` ends it and everything it started, and a test run killed outright (CI's
+    SIGKILL, an OOM kill) leaves no orphan behind. (Linux ties the child to the *thread* that starts
+    it: start long-lived processes from the test's own thread.)"""
+    guard = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
+    return subprocess.Popen([*guard, *args], start_new_session=True, **kwargs)
+
+
+def kill_group(proc: subprocess.Popen, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+    """`sig` to the process group of `proc`, then SIGKILL to whatever is left of the group after
+    `timeout` (the leader, or children it left behind); the leader is reaped."""
+    for s, wait in ((sig, timeout), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, s)
+        except ProcessLookupError:  # nothing left in the group
+            pass
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class RosProcess:
-    """A ROS program in its own OS process (same domain), stopped and reaped on exit."""
+    """A ROS program in its own OS process (same domain) and process group, stopped and reaped on exit.
+
+    Output goes to a file, not a pipe: nobody reads a pipe while the test runs, and a child that
+    logs more than the pipe holds (64 KiB) would block in its logging call and stall.
+    """
 
     def __init__(self, args: Sequence[str], name: str = "") -> None:
+        import tempfile
+
         self.name = name or " ".join(args)
-        self.proc = subprocess.Popen(
-            [sys.executable, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=os.environ.copy(),
-        )
+        self._log = tempfile.TemporaryFile(mode="w+", prefix="ros_process_")
+        self.proc = popen_group([sys.executable, *args], stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
 
     def stop(self, timeout: float = 5.0) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM to the whole process group, SIGKILL after `timeout`; returns the output."""
+        kill_group(self.proc, timeout)
         return self.output()

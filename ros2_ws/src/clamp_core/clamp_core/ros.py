@@ -128,7 +128,7 @@ class NodeExecutors:
     def __init__(self, context, on_error: Callable[[str], None] | None = None) -> None:
         self.context = context
         self.on_error = on_error or (lambda tb: print(tb, flush=True))
-        self._spun: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
+        self._spun: dict[int, tuple[object, threading.Event, threading.Thread, object]] = {}
         self._lock = threading.Lock()
 
     def add_node(self, node) -> bool:
@@ -137,7 +137,7 @@ class NodeExecutors:
         stop = threading.Event()
         thread = threading.Thread(target=self._spin, args=(executor, stop), name=f"spin {node.get_name()}", daemon=True)
         with self._lock:
-            self._spun[id(node)] = (executor, stop, thread)
+            self._spun[id(node)] = (executor, stop, thread, node)
         thread.start()
         return True
 
@@ -158,22 +158,24 @@ class NodeExecutors:
             entry = self._spun.pop(id(node), None)
         if entry is None:
             return
-        executor, stop, thread = entry
+        executor, stop, thread, _ = entry
         stop.set()
         thread.join(timeout=5.0)
         executor.remove_node(node)
         executor.shutdown(timeout_sec=0.5)
 
     def get_nodes(self) -> list:
-        return []
+        """The nodes being spun (what a caller must still remove and destroy)."""
+        with self._lock:
+            return [entry[3] for entry in self._spun.values()]
 
     def shutdown(self, timeout_sec: float | None = None) -> bool:
         with self._lock:
             entries = list(self._spun.values())
             self._spun.clear()
-        for _, stop, _ in entries:
+        for _, stop, _, _ in entries:
             stop.set()
-        for executor, _, thread in entries:
+        for executor, _, thread, _ in entries:
             thread.join(timeout=5.0)
             executor.shutdown(timeout_sec=0.5)
         return True
