@@ -69,6 +69,10 @@ class RecorderNode(Node):
         self.action_source = str(self.declare_parameter("action_source", str(rec["action_source"])).value)
         self.use_gesture = bool(self.declare_parameter("gesture", bool(rec["gesture"])).value)
         self.compression = str(self.declare_parameter("compression", str(rec.get("compression", "zstd"))).value)
+        # the writer thread's queue is bounded: beyond this many MB not yet written, messages are dropped,
+        # counted, flagged in the episode and logged (memory stays bounded if the disk stalls)
+        backlog_mb = float(rec.get("max_backlog_mb", 1024.0))
+        self.max_backlog_mb = float(self.declare_parameter("max_backlog_mb", backlog_mb).value)
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"recorder compression must be one of {COMPRESSIONS}, got {self.compression!r}")
         sensor_qos = str(self.declare_parameter("sensor_qos", str(rec["sensor_qos"])).value)
@@ -181,6 +185,7 @@ class RecorderNode(Node):
                 self.expected,
                 min_control_hz=self.min_control_hz,
                 joint_state_topics=[rig.joint_states_topic(a) for a in rig.FOLLOWERS],
+                max_backlog_bytes=int(self.max_backlog_mb * 1e6),
                 on_error=lambda err, p=path: self.get_logger().error(
                     f"episode {p} stopped by a write error, closed as incomplete (data up to the last flush "
                     f"kept): {err}. Free space or set recorder.out_dir to a larger disk."
@@ -258,6 +263,15 @@ class RecorderNode(Node):
                 level, message = DiagnosticStatus.ERROR, str(exc)
             else:
                 message = f"recording {ep.writer.bag_dir.name}"
+                if ep.backlog_dropped:  # the writer fell a whole backlog behind: say so (once per 5 s)
+                    level, message = (
+                        DiagnosticStatus.WARN,
+                        (
+                            f"dropped {ep.backlog_dropped} messages: the writer is more than {self.max_backlog_mb:.0f} MB "
+                            f"behind (slow or stalled disk at {self.out_dir})"
+                        ),
+                    )
+                    self.get_logger().warning(message, throttle_duration_sec=5.0)
                 values["free_gb"] = f"{free:.1f}"
                 values.update({f"count {t}": n for t, n in ep.writer.counts.items()})
         publish_status(self, self._diag, "clamp_bringup/recorder", level, message, values)
