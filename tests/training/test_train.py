@@ -241,3 +241,30 @@ def test_held_out_episodes_give_a_validation_loss(dataset, tmp_path):
     assert summary["val_loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
     with pytest.raises(DatasetError, match="leaves no training episode"):
         train(build_config("tiny", None, {"val_episodes": 2}), [str(dataset)], tmp_path / "v2", progress=False)
+
+
+def test_split_episodes_holds_out_the_last_episodes_by_name(dataset):
+    from clamp_training.dataset import split_episodes
+
+    ds = ChunkDataset([dataset], chunk_length=50, use_views=False, progress=False)
+    last = max(range(len(ds.episodes)), key=lambda i: ds.episodes[i].name)
+    for kwargs in ({"val_episodes": 1}, {"val_fraction": 0.2}, {"val_fraction": 0.5}):
+        train_rows, val_rows = split_episodes(ds, **kwargs)
+        assert set(ds.index[val_rows, 0]) == {last}, kwargs
+        assert last not in set(ds.index[train_rows, 0]) and len(train_rows) + len(val_rows) == len(ds)
+    train_rows, val_rows = split_episodes(ds)
+    assert len(val_rows) == 0 and len(train_rows) == len(ds)
+    with pytest.raises(DatasetError, match="leaves no training episode"):
+        split_episodes(ds, val_fraction=0.9)
+
+
+def test_synthetic_datasets_get_their_stats_from_the_one_writer(tmp_path):
+    from clamp_training.contrastive_data import write_synthetic_dataset
+    from clamp_training.dataset import compute_stats, read_dataset_json, read_stats
+
+    root = write_synthetic_dataset(tmp_path / "syn", episodes=2, steps=12, size=16)
+    names = [e["name"] for e in read_dataset_json(root)["episodes"]]
+    assert read_stats(root) == json.loads(json.dumps(compute_stats(root, names)))
+    assert {"state_mean", "state_std", "action_min", "action_max", "action_mean", "view_mean", "view_count"} <= set(
+        read_stats(root)
+    )
