@@ -189,3 +189,33 @@ def test_bad_inputs_name_the_problem(tmp_path):
     bad.write_text(yaml.safe_dump({"stage": "pretrain", "clamp": {"embed": 8}}))
     with pytest.raises(ConfigError, match=r"clamp: unknown key\(s\) \['embed'\]; known: \[.*'embed_dim'"):
         build_config(None, str(bad))
+
+
+def test_pretraining_runs_under_torchrun_with_two_gloo_processes(tmp_path):
+    """The same loop under DDP for the CLAMP model (encoders unused by some losses: find_unused_parameters)."""
+    import os
+    import subprocess
+    import sys
+
+    from clamp_policy.models import load_policy
+
+    data = write_synthetic_dataset(tmp_path / "data", episodes=6, steps=16, size=16, seed=3)
+    cfg = {
+        **CONFIG,
+        "policy": {**CONFIG["policy"], "image_encoder": {**CONFIG["policy"]["image_encoder"], "view_size": 16}},
+        **{"steps": 4, "batch_size": 8, "val_fraction": 0.2, "retrieval_samples": 8, "ckpt_every": 2},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = str(29900 + os.getpid() % 97)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    cmd += ["-m", "clamp_training", "pretrain", "--config", str(tmp_path / "cfg.yaml"), "--data", str(data)]
+    r = subprocess.run([*cmd, "--out", str(run), "--no-progress"], capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    assert summary["world_size"] == 2 and summary["step"] == 4 and summary["held_out_episodes"] == 1
+    assert [int(row["step"]) for row in csv.DictReader(open(run / "log.csv"))] == [4]
+    assert (run / "clamp" / "model.safetensors").is_file()
+    policy = load_policy(run / "policy")
+    assert policy.cfg.image_encoder.type == "clamp_vit3d" and policy.cfg.image_encoder.view_size == 16

@@ -193,8 +193,11 @@ class PretrainStage(Stage):
         out: dict = {"held_out_episodes": int(len(np.unique(self.base.index[val_rows, 0]))) if len(val_rows) else 0}
         ema_model.eval()
         if len(val_rows):
+            from clamp_policy.models.siglip import local_only
+
             held = torch.utils.data.Subset(self.dataset, val_rows.tolist())
-            out["retrieval"] = evaluate(ema_model, held, run, max_samples=self.cfg.retrieval_samples)
+            with local_only():  # rank 0 alone
+                out["retrieval"] = evaluate(ema_model, held, run, max_samples=self.cfg.retrieval_samples)
         meta = {"source": "clamp_training.train (stage pretrain)", "data": self.datasets, "steps": self.cfg.steps}
         save_clamp(ema_model, self.cfg, run / "clamp", metadata=meta)
         out["clamp"] = str(run / "clamp")

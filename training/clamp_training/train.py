@@ -97,11 +97,14 @@ def prepare_data(data: list[str], run: Path, d: Dist, workers: int, progress: bo
 @torch.no_grad()
 def validation_loss(stage, model, rows: np.ndarray, batch_size: int, device: str) -> float:
     """Mean loss on held-out rows with fixed noise and timesteps (comparable across checkpoints)."""
+    from clamp_policy.models.siglip import local_only
+
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     devices = [torch.device(device)] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices):
+    # rank 0 alone: no cross-rank gathering in the loss (the other ranks are not computing it)
+    with torch.random.fork_rng(devices=devices), local_only():
         torch.manual_seed(1234)
         sub = torch.utils.data.Subset(stage.dataset, rows.tolist())
         for batch in torch.utils.data.DataLoader(sub, batch_size=batch_size):

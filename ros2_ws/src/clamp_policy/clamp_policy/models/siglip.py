@@ -20,6 +20,7 @@ same task at the same progress share one prompt). Samples with equal ids are cou
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -53,8 +54,22 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
+_LOCAL = [False]  # inside `local_only()`: losses use this process's batch alone
+
+
 def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return not _LOCAL[0] and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def local_only():
+    """No cross-rank gathering inside (e.g. a validation loss computed by rank 0 alone under DDP,
+    which would otherwise wait forever for the other ranks' embeddings)."""
+    old, _LOCAL[0] = _LOCAL[0], True
+    try:
+        yield
+    finally:
+        _LOCAL[0] = old
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
