@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from clamp_core import rig
 from clamp_core.episode_bag import EpisodeReader, make_typestore
+from clamp_training.commands.import_bags import main
 from clamp_training.convert import ConvertOptions, convert
 from clamp_training.dataset import open_episode
-from clamp_training.import_bags import ImportBagError, import_bags, main
+from clamp_training.import_bags import ImportBagError, import_bags
 from clamp_training.synthetic import write_synthetic_episode
 
 

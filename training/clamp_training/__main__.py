@@ -11,7 +11,7 @@ import sys
 # command -> (module, one-line help)
 COMMANDS = {
     "convert": ("clamp_training.commands.convert", "episode bags -> zarr dataset (views, state, action, task)"),
-    "import-bags": ("clamp_training.import_bags", "plain `ros2 bag record` bags (+ task, success) -> dataset"),
+    "import-bags": ("clamp_training.commands.import_bags", "plain `ros2 bag record` bags (+ task, success) -> dataset"),
     "train": (
         "clamp_training.commands.train",
         "the one training loop, any stage (diffusion | pretrain | finetune) -> run dir + exported policy",
