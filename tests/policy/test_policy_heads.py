@@ -86,3 +86,26 @@ def test_head_is_in_the_config_and_the_checkpoint_round_trips(tmp_path):
     obs = _obs(1)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     assert torch.equal(policy.sample(obs, generator=g()), loaded.sample(obs, generator=g()))
+
+
+def test_knots_make_smooth_chunks_that_fit_the_demonstrated_ones():
+    from clamp_policy.models.diffusion_policy import knot_basis
+
+    basis = knot_basis(50, 11)
+    assert basis.shape == (50, 11) and torch.allclose(basis.sum(1), torch.ones(50))
+    assert basis[0, 0] == 1 and basis[-1, -1] == 1  # the curve starts and ends on its knots
+    # a smooth reach fits within a milliradian; a gripper step becomes a ramp over one knot interval
+    t = torch.linspace(0, 1, 50)[:, None]
+    reach = 0.8 * (1 - torch.cos(torch.pi * t)) / 2
+    fit = basis @ (torch.linalg.pinv(basis) @ reach)
+    assert float((fit - reach).abs().max()) < 1e-3 * 5
+    policy = DiffusionPolicy(_cfg(head="mlp", head_width=32, head_blocks=1, action_knots=11)).eval()
+    chunk = policy.sample(_obs(2), generator=torch.Generator().manual_seed(0))
+    assert chunk.shape == (2, 50, 14)
+    # straight between knots: the second difference vanishes except at the knots
+    second = (chunk[:, 2:] - 2 * chunk[:, 1:-1] + chunk[:, :-2]).abs().amax(dim=(0, 2))
+    knots_at = set(int(round(float(p))) for p in torch.linspace(0, 49, 11))
+    off_knot = [float(second[i - 1]) for i in range(1, 49) if all(abs(i - k) > 1 for k in knots_at)]
+    assert max(off_knot) < 1e-5
+    with pytest.raises(ValueError, match="action_knots"):
+        _cfg(action_knots=1)

@@ -313,7 +313,9 @@ def reliance(policy_dir, datasets: list, samples: int = 256, seed: int = 0) -> d
     batch["task"] = [it["task"] for it in items]
     gen = torch.Generator().manual_seed(seed)
     actions = batch.pop("actions")
-    noise = torch.randn(actions.shape, generator=gen)
+    from clamp_policy.models.diffusion_policy import diffused_length
+
+    noise = torch.randn((len(idx), diffused_length(cfg), cfg.action_dim), generator=gen)
     t = torch.randint(0, cfg.train_timesteps, (len(idx),), generator=gen)
     perm = torch.from_numpy(rng.permutation(len(idx)))
     obs = {k: batch[k] for k in policy.required_obs_keys()}

@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         default=d.latency_ms,
         help="observation -> chunk at the executor (inference + DDS); -1: each inference's measured wall time",
     )
+    ap.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        help="converted demonstrations (clamp_sim's, held out): adds the reliance and linear-probe diagnostics",
+    )
     ap.add_argument("--out", default=None, help="report dir: report.md, strips, joint plots, summary.json")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
@@ -54,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if a.data:
+        from clamp_policy.models.checkpoint import load_policy
+
+        from clamp_training.evaluation import reliance
+        from clamp_training.grounding import probe_policy_keypoints
+
+        summary["reliance"] = reliance(a.policy, a.data)
+        policy = load_policy(a.policy).eval()
+        if policy.cfg.rgb.cameras:
+            summary["probe"] = probe_policy_keypoints(policy, a.data).to_json()
     per = summary.pop("per_episode")
     for e in per:
         print(json.dumps(e))

@@ -59,6 +59,23 @@ def _sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([args.sin(), args.cos()], dim=-1)
 
 
+def diffused_length(cfg: PolicyConfig) -> int:
+    """Rows of the diffused chunk: its knots, or every step."""
+    return cfg.action_knots or cfg.chunk_length
+
+
+def knot_basis(length: int, knots: int) -> torch.Tensor:
+    """(length, knots) piecewise-linear interpolation weights: step i of the chunk from the knots,
+    which sit evenly from the first step to the last."""
+    pos = torch.linspace(0, knots - 1, length)
+    lo = pos.floor().clamp(max=knots - 2).long()
+    frac = pos - lo
+    basis = torch.zeros(length, knots)
+    basis[torch.arange(length), lo] = 1 - frac
+    basis[torch.arange(length), lo + 1] = frac
+    return basis
+
+
 class MlpDenoiser(nn.Module):
     """The chunk denoiser as a residual MLP: (noisy chunk, timestep embedding, observation tokens)
     -> prediction. Learned queries pool the observation tokens (any number) to a fixed-size vector."""
@@ -68,10 +85,10 @@ class MlpDenoiser(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
         d, w = cfg.d_model, cfg.head_width
-        self.shape = (cfg.chunk_length, cfg.action_dim)
+        self.shape = (diffused_length(cfg), cfg.action_dim)
         self.queries = nn.Parameter(torch.randn(1, self.POOL_QUERIES, d) * 0.02)
         self.pool = nn.MultiheadAttention(d, cfg.nhead, batch_first=True)
-        chunk = cfg.chunk_length * cfg.action_dim
+        chunk = diffused_length(cfg) * cfg.action_dim
         self.inp = nn.Linear(chunk + (self.POOL_QUERIES + 1) * d, w)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.Mish(), nn.Linear(2 * w, w))
@@ -120,7 +137,11 @@ class DiffusionPolicy(nn.Module):
         )
         self.encoder_norm = nn.LayerNorm(d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d * 2), nn.Mish(), nn.Linear(d * 2, d))
-        self.action_pos = nn.Parameter(torch.zeros(1, cfg.chunk_length, d))
+        self.action_pos = nn.Parameter(torch.zeros(1, diffused_length(cfg), d))
+        if cfg.action_knots:  # knots -> chunk steps (L, M) and its least-squares inverse (M, L)
+            basis = knot_basis(cfg.chunk_length, cfg.action_knots)
+            self.register_buffer("knot_basis", basis, persistent=False)
+            self.register_buffer("knot_fit", torch.linalg.pinv(basis), persistent=False)
         if cfg.head == "transformer":
             self.action_in = nn.Linear(cfg.action_dim, d)
             self.decoder = nn.TransformerDecoder(
@@ -290,8 +311,9 @@ class DiffusionPolicy(nn.Module):
         timesteps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """DDPM training loss on a batch: actions (B, chunk_length, 14) in rig units. `noise`
-        (B*K, chunk_length, 14) and `timesteps` (B*K,) may be given to make a step reproducible
-        (K = cfg.noise_samples in training mode, else 1; copies of sample i are rows i*K...i*K+K-1)."""
+        (B*K, M, 14) and `timesteps` (B*K,) may be given to make a step reproducible (M =
+        cfg.action_knots or chunk_length; K = cfg.noise_samples in training mode, else 1; the copies
+        of sample i are rows i*K ... i*K+K-1)."""
         ddpm, _ = self.schedulers()
         actions = torch.as_tensor(actions, device=self._device()).float()
         if actions.shape[1:] != (self.cfg.chunk_length, self.cfg.action_dim):
@@ -301,6 +323,8 @@ class DiffusionPolicy(nn.Module):
             )
         memory = self.encode(obs)
         x0 = self.normalize_action(actions)
+        if self.cfg.action_knots:
+            x0 = self.knot_fit @ x0  # (B, M, A): the knots whose curve fits the chunk best
         k = self.cfg.noise_samples if self.training else 1
         if k > 1:  # several noised copies of each chunk share one encoding of the observation
             x0, memory = x0.repeat_interleave(k, 0), memory.repeat_interleave(k, 0)
@@ -330,8 +354,11 @@ class DiffusionPolicy(nn.Module):
         memory = self.encode(obs)
         b = memory.shape[0]
         ddim.set_timesteps(num_inference_steps or self.cfg.inference_steps)
-        x = torch.randn((b, self.cfg.chunk_length, self.cfg.action_dim), generator=generator, device=memory.device)
+        shape = (b, diffused_length(self.cfg), self.cfg.action_dim)
+        x = torch.randn(shape, generator=generator, device=memory.device)
         for t in ddim.timesteps:
             ts = torch.full((b,), int(t), device=memory.device, dtype=torch.long)
             x = ddim.step(self.denoise(x, ts, memory), t, x).prev_sample
+        if self.cfg.action_knots:
+            x = self.knot_basis @ x
         return self.unnormalize_action(x.clamp(-1.0, 1.0))
