@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from training_constants import CAMERA_HZ, EPISODE_S
 
 # Small models on a busy 2-core machine train much faster single-threaded (see TrainConfig.threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-EPISODE_S = 1.5
-CAMERA_HZ = 10.0
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from clamp_core import rig
 from clamp_training.convert import ConvertError, ConvertOptions, convert, convert_episode
 from clamp_training.dataset import ChunkDataset, read_dataset_json, read_stats
 from clamp_training.synthetic import box_of, follower_joints, leader_joints, write_synthetic_episode
-from conftest import CAMERA_HZ, EPISODE_S
+from training_constants import CAMERA_HZ, EPISODE_S
 
 T0_NS = 1_000_000_000  # synthetic bags start at t = 1 s
 
@@ -127,7 +127,7 @@ def test_missing_topic_names_the_bag_and_topic(tmp_path):
     with pytest.raises(ConvertError, match="leader_right/joint_states"):
         convert_episode(bag2, tmp_path / "out2.zarr", ConvertOptions(views=False, rgb_scale=0))
     # the CLI reports it as an error line, not a traceback
-    from clamp_training.convert import main
+    from clamp_training.commands.convert import main
 
     assert main([str(bag), "--out", str(tmp_path / "ds"), "--workers", "1"]) == 1
 
