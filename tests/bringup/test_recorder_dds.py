@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -173,7 +174,11 @@ def test_sigint_closes_the_episode_properly(ros, ros_process, tmp_path, profile_
     assert res.success, res.message
     time.sleep(1.0)
     proc.proc.send_signal(signal.SIGINT)
-    assert proc.proc.wait(timeout=20) == 0, proc.output()[-3000:]
+    try:
+        code = proc.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # say what the recorder was doing, not just that it hung
+        pytest.fail(f"the recorder did not exit within 20 s of SIGINT; its output:\n{proc.output()[-3000:]}")
+    assert code == 0, proc.output()[-3000:]
     r = EpisodeReader(res.message)  # complete: no warning, metadata.yaml written
     assert not r.truncated and r.metadata["status"] == "complete"
     assert "interrupted" in r.metadata["flags"] and r.metadata["success"] is None

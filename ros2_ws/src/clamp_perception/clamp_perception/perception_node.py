@@ -173,7 +173,9 @@ class PerceptionNode(Node):
         self._skip("internal_error", f"frame at {group.stamp_ns / 1e9:.3f}s failed: {type(exc).__name__}: {exc}")
 
     def destroy_node(self):
-        self.worker.stop()  # no render thread publishing through a destroyed node
+        worker = getattr(self, "worker", None)  # absent when __init__ failed before starting it
+        if worker is not None:
+            worker.stop()  # no render thread publishing through a destroyed node
         return super().destroy_node()
 
     def _skip(self, reason: str, text: str) -> None:  # from the callbacks and the render thread
