@@ -304,8 +304,10 @@ class InferenceNode(Node):
                     positions=p.tolist(), time_from_start=Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
                 )
             )
-        self._chunk_pub.publish(msg)
+        # counted before it leaves: a subscriber can then never have seen more chunks than `published`
+        # says (counted after, a test thread read 2 while its subscription already held the 3rd)
         self.published += 1
+        self._chunk_pub.publish(msg)
         self.chunk_ages.append(now_s(self) - result.stamp)
 
     # ------------------------------------------------------------------------------ diagnostics
