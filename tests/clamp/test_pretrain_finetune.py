@@ -186,6 +186,9 @@ def test_bad_inputs_name_the_problem(tmp_path):
     bad.write_text(yaml.safe_dump({"stage": "pretrain", "trian": {}}))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['trian'\]"):
         build_config(None, str(bad))
+    bad.write_text(yaml.safe_dump({"stage": "pretrain", "train": {"steps": 3}}))
+    with pytest.raises(ConfigError, match="older CLAMP layout; put its keys at the top level"):
+        build_config(None, str(bad))
     bad.write_text(yaml.safe_dump({"stage": "pretrain", "clamp": {"embed": 8}}))
     with pytest.raises(ConfigError, match=r"clamp: unknown key\(s\) \['embed'\]; known: \[.*'embed_dim'"):
         build_config(None, str(bad))

@@ -265,6 +265,11 @@ def build_config(
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     base = PRESETS[preset]().to_dict()
+    if isinstance(doc.get("train"), dict):
+        raise ConfigError(
+            f"{where}: a `train:` section is the older CLAMP layout; put its keys at the top level "
+            f"(TrainConfig keys: {sorted(base)})"
+        )
     check_keys(doc, base, where)
     if doc.get("policy", {}) and not isinstance(doc["policy"], dict):
         raise ConfigError(f"{where}: policy must be a mapping")
