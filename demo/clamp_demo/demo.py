@@ -1,6 +1,8 @@
 """`make demo`: a CLAMP policy from the project's own pipeline, run closed-loop on the simulated ALOHA.
 
-    python -m clamp_demo [--episodes N] [--task TASK] [--out DIR] [--rebuild] [--config demo.yaml]
+    python -m clamp_demo [--episodes N] [--seed S] [--task TASK] [--policy DIR] [--out DIR] [--rebuild]
+                         [--build-only] [--config demo.yaml]
+    make demo ARGS="--episodes 5 --seed 7"
 
 1. Build (first run; cached in `.build/demo/<key>/policy`, key = the build sections of demo.yaml, the
    training config's text and a hash of the simulator / perception / training code): scripted
@@ -9,9 +11,10 @@
    `train.config`) -> export (checksum-verified clamp_policy checkpoint). Episodes are shared with
    `python -m clamp_training experiment` (`data_cache`). The CLAMP-pretrained checkpoint is not in
    this build yet (issue 14: not shipped).
-2. Closed loop over real DDS: the sim profile's policy graph (clamp_bringup.graph, started with
-   clamp_bringup.run.start_graph as the launch files would start it): SimNode -> PerceptionNode ->
-   InferenceNode (the exported policy) -> ChunkExecutorNode -> ArmDriverNode -> SimNode. Each episode
+2. Closed loop over real DDS: the sim profile's policy graph (clamp_bringup.graph, the graph the
+   launch files start), started with clamp_bringup.runner.start_graph, each node on its own executor
+   thread (clamp_core.ros.NodeExecutors) as `python -m clamp_bringup.run` spins them: SimNode ->
+   PerceptionNode -> InferenceNode (the exported policy) -> ChunkExecutorNode -> ArmDriverNode -> SimNode. Each episode
    is a fresh bring-up with the episode's seed (clamp_sim's /clamp_sim/reset restarts sim time at 0,
    which sim-time nodes do not follow), runs `horizon_s` of sim time under the policy or until
    /clamp_sim/success, and is recorded by a probe node: /clamp/views snapshots, the commanded targets
@@ -150,6 +153,23 @@ def build_policy(cfg: dict, rebuild: bool = False, progress: bool = True) -> tup
     }
     (root / "build.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return policy_dir, {**record, "cached": False}
+
+
+def check_policy_dir(path: str | os.PathLike) -> Path:
+    """A `--policy` dir that the inference node will load (checked before any bring-up)."""
+    from clamp_policy.models.checkpoint import CheckpointError, load_policy
+
+    p = Path(path).expanduser().resolve()
+    fix = "give an exported policy dir (`python -m clamp_training export RUN --out DIR`) or omit --policy to build one"
+    if not p.is_dir():
+        raise DemoError(f"--policy {path}: no such directory; {fix}")
+    if not (p / "config.json").is_file():
+        raise DemoError(f"--policy {path}: no config.json in it, not an exported policy; {fix}")
+    try:
+        load_policy(p)  # checksum, and config and weights against this code
+    except CheckpointError as exc:
+        raise DemoError(f"--policy {path} does not load: {exc}") from exc
+    return p
 
 
 def export_policy(src: Path, dst: Path) -> Path:
@@ -303,7 +323,7 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
     import rclpy
     from clamp_bringup.graph import build_graph
     from clamp_bringup.runner import start_graph
-    from rclpy.executors import MultiThreadedExecutor
+    from clamp_core.ros import NodeExecutors
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
@@ -320,21 +340,17 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
     }
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    executor = MultiThreadedExecutor(num_threads=8, context=context)
+    # each node on its own single-threaded executor thread, as clamp_bringup.run and the tests spin them
+    # (one MultiThreadedExecutor for all of them lost high-rate messages under load; issue 17)
+    errors: list[str] = []  # tracebacks of callbacks that raised (the node keeps spinning; the episode stops)
+
+    def on_error(tb: str) -> None:
+        print(tb, file=sys.stderr, flush=True)
+        errors.append(tb)
+
+    executor = NodeExecutors(context, on_error=on_error)
     probe = make_probe(context, log, snap_times, lock)
     executor.add_node(probe)
-    stop = threading.Event()
-
-    def spin():
-        while context.ok() and not stop.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if context.ok() and not stop.is_set():
-                    raise
-
-    spinner = threading.Thread(target=spin, name="clamp-demo-spin", daemon=True)
-    spinner.start()
     running, t_wall0 = None, time.monotonic()
     out: dict = {"seed": int(seed), "task": task}
     try:
@@ -342,14 +358,22 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
         running = start_graph(graph, context=context, executor=executor, overrides=overrides,
                               skip=("inference", "chunk_executor"))  # fmt: skip
         driver = running.nodes["arm_driver"]
-        _wait(lambda: driver.core.state == "ready", float(cl["bringup_timeout_s"]), "the arm driver at its start pose")
-        _wait(lambda: log.views > 0, float(cl["bringup_timeout_s"]), "/clamp/views from the perception node")
+
+        def no_callback_errors():
+            if errors:
+                last = errors[0].strip().splitlines()[-1]
+                raise DemoError(f"a node's callback raised ({last}); its traceback is printed above")
+
+        bringup = float(cl["bringup_timeout_s"])
+        _wait(lambda: driver.core.state == "ready", bringup, "the arm driver at its start pose", no_callback_errors)
+        _wait(lambda: log.views > 0, bringup, "/clamp/views from the perception node", no_callback_errors)
         policy = start_graph(graph, context=context, executor=executor, overrides=overrides,
                              only=("inference", "chunk_executor"))  # fmt: skip
         running.nodes.update(policy.nodes)
         inference, chunk_executor = running.nodes["inference"], running.nodes["chunk_executor"]
 
         def healthy():
+            no_callback_errors()
             if inference.last_error and not inference.ready:
                 raise DemoError(f"the inference node failed: {inference.last_error}")
 
@@ -378,12 +402,15 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
             healthy()
             time.sleep(0.05)
         bar.close()
+        policy_sim_s, policy_wall_s = log.clock - t_start, time.monotonic() - t_policy_wall
         time.sleep(1.2)  # one more /diagnostics period from every node
         out.update(
             success=log.success_at is not None,
             time_to_success_s=None if log.success_at is None else log.success_at - t_start,
-            policy_sim_s=log.clock - t_start,
-            policy_wall_s=time.monotonic() - t_policy_wall,
+            policy_sim_s=policy_sim_s,
+            policy_wall_s=policy_wall_s,
+            # sim time per wall time while the policy ran: below rate_factor when the sim could not keep up
+            sim_rate_achieved=policy_sim_s / max(policy_wall_s, 1e-9),
             wall_s=time.monotonic() - t_wall0,
             t_start=t_start,
             inference=inference.stats(),
@@ -391,14 +418,15 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
         )
         out.setdefault("timed_out", False)
     finally:
-        stop.set()  # never destroy nodes under a spinning thread
-        spinner.join(timeout=5.0)
         if running is not None:
-            running.stop()
+            running.stop()  # removes each node from its executor thread (joined) before destroying it
         executor.remove_node(probe)
         probe.destroy_node()
         executor.shutdown(timeout_sec=1.0)
-        rclpy.shutdown(context=context)
+        try:
+            rclpy.shutdown(context=context)
+        except Exception as exc:  # a node that failed half-way in __init__ may not destroy cleanly
+            print(f"warning: while shutting down: {exc!r}", file=sys.stderr, flush=True)
     with lock:
         out["log"] = log
     return out
@@ -416,9 +444,12 @@ def episode_metrics(ep: dict, rate_factor: float) -> dict:
     inf = diag.get("clamp_policy: inference", {})
     exe = diag.get("clamp_policy: chunk executor", {})
     per = diag.get("clamp_perception: views", {})
+    skipped = {k[len("skipped ") :]: int(v) for k, v in per.items() if k.startswith("skipped ")}
     stamps = np.array([t for t, _ in log.commands if t >= ep["t_start"]])
     gaps = np.diff(stamps) if len(stamps) > 1 else np.zeros(0)
-    wall = np.diff(np.array(log.command_wall)) * 1e3 * rate_factor  # wall inter-arrival in sim ms
+    rate = ep.get("sim_rate_achieved") or rate_factor  # the sim's real pace, below rate_factor when it lagged
+    wall = np.diff(np.array(log.command_wall)) * 1e3 * rate  # wall inter-arrival in sim ms
+    clamps = exe.get("clamps_total")
     return {
         "inference_ms_median": inf.get("inference_ms_median"),
         "inference_ms_p95": inf.get("inference_ms_p95"),
@@ -427,6 +458,12 @@ def episode_metrics(ep: dict, rate_factor: float) -> dict:
         "perception_ms_median": per.get("latency_ms_median"),
         "views_age_ms_median": 1e3 * float(np.median(log.view_ages)) if log.view_ages else None,
         "views_received": log.views,
+        "views_published": per.get("views_published"),
+        # frames perception gave up on (TF / camera_info late beyond tf_wait_s, bad input): must be 0
+        "perception_skipped": int(sum(skipped.values())) if per else None,
+        "perception_skipped_by_reason": skipped,
+        # newer frame sets arrived while one rendered (the renderer is slower than the cameras; not an error)
+        "perception_superseded": per.get("frames_superseded"),
         "commands": int(len(stamps)),
         "command_period_ms_median": 1e3 * float(np.median(gaps)) if len(gaps) else None,
         "command_gaps_over_1p5_ticks": int(np.sum(gaps > 0.03)),
@@ -435,8 +472,9 @@ def episode_metrics(ep: dict, rate_factor: float) -> dict:
         "executor_missed_ticks": exe.get("missed_ticks"),
         "executor_catch_up_ticks": exe.get("catch_up_ticks"),
         "executor_jitter_p99_ms": exe.get("jitter_p99_ms"),
-        "clamps_total": exe.get("clamps_total"),
+        "clamps_total": clamps,
         "clamps": exe.get("clamps"),
+        "clamps_per_command": clamps / len(stamps) if clamps is not None and len(stamps) else None,
         "holds": exe.get("holds"),
         "safe_entries": exe.get("safe_entries"),
         "executor_state": exe.get("state"),
@@ -536,6 +574,23 @@ def _fmt(v, spec=".1f", none="-") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+def _policy_line(cfg: dict, build: dict, policy: str) -> str:
+    if build.get("key") == "given":  # --policy DIR: what its export records
+        try:
+            meta = json.loads((Path(policy) / "config.json").read_text()).get("metadata", {})
+        except (OSError, ValueError):
+            meta = {}
+        return (
+            f"Policy: `{policy}` (given with --policy): exported from run `{meta.get('run', '?')}` at step "
+            f"{meta.get('step', '?')} ({meta.get('weights', '?')} weights), trained on {meta.get('datasets', '?')}."
+        )
+    return (
+        f"Policy: `{policy}` ({'reused from the cache' if build.get('cached') else 'built by this run'}; key "
+        f"{build.get('key')}): trained with `{cfg['train']['config']}` on "
+        f"{build.get('episodes', {}).get('train')} scripted {cfg['task']} demonstrations."
+    )
+
+
 def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timings: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cl = cfg["closed_loop"]
@@ -570,6 +625,7 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         "command_period_ms_median": agg("command_period_ms_median"),
         "command_gaps": int(sum(m["command_gaps_over_1p5_ticks"] for m in metrics)),
         "executor_missed_ticks": agg("executor_missed_ticks", np.sum),
+        "perception_skipped": agg("perception_skipped", np.sum),
         "clamps_total": agg("clamps_total", np.sum),
         "clamps_per_command": (agg("clamps_total", np.sum) or 0.0) / max(sum(m["commands"] for m in metrics), 1),
         "report": str(out / "report.md"),
@@ -581,39 +637,42 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         f"**{n_ok} / {len(episodes)} episodes succeeded** ({summary['success_rate']:.0%}). Each episode: a fresh "
         f"bring-up of the sim profile's policy graph over DDS (clamp_sim -> perception -> inference -> chunk "
         f"executor -> arm driver -> clamp_sim) with the episode's seed, then {cl['horizon_s']} s of sim time under "
-        f"the policy (or until /clamp_sim/success). Sim at x{rate} real time, cameras "
+        f"the policy (or until /clamp_sim/success). Sim at x{rate} real time requested "
+        f"(achieved: 'sim x real time' below), cameras "
         f"{cl['sim'].get('image_width')}x{cl['sim'].get('image_height')} at {cl['sim'].get('camera_hz')} Hz.",
         "",
-        f"Policy: `{policy}` ({'reused from the cache' if build.get('cached') else 'built by this run'}; key "
-        f"{build.get('key')}): trained with `{cfg['train']['config']}` on "
-        f"{build.get('episodes', {}).get('train')} scripted {cfg['task']} demonstrations.",
+        _policy_line(cfg, build, policy),
         "",
         "## Success",
         "",
-        "| episode | seed | success | time to success (sim s) | sim s under policy | wall s (bring-up) | chunks "
-        "| commands | clamps | holds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| episode | seed | success | time to success (sim s) | sim s under policy | wall s (bring-up) "
+        "| sim x real time | chunks | commands | clamps (per command) | holds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, (ep, m) in enumerate(zip(episodes, metrics, strict=True)):
         lines.append(
             f"| {i + 1} | {ep['seed']} | {'yes' if ep['success'] else 'no'} | "
             f"{_fmt(ep['time_to_success_s'], '.2f')} | {ep['policy_sim_s']:.1f} | "
-            f"{ep['wall_s']:.0f} ({ep['bringup_wall_s']:.0f}) | {_fmt(m['chunks'], '.0f')} | "
-            f"{m['commands']} | {_fmt(m['clamps_total'], '.0f')} | {_fmt(m['holds'], '.0f')} |"
+            f"{ep['wall_s']:.0f} ({ep['bringup_wall_s']:.0f}) | {ep['sim_rate_achieved']:.2f} | "
+            f"{_fmt(m['chunks'], '.0f')} | "
+            f"{m['commands']} | {_fmt(m['clamps_total'], '.0f')} ({_fmt(m['clamps_per_command'], '.2f')}) | "
+            f"{_fmt(m['holds'], '.0f')} |"
         )
     lines += [
         "",
         "## Latency and control (per episode; from /diagnostics and the probe's recordings)",
         "",
         "| episode | inference ms median / p95 | obs -> chunk ms (sim) | perception ms median | views age ms (sim) "
-        "| command period ms | command gaps | missed ticks | catch-up ticks | command arrival p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| perception skipped (superseded) | command period ms | command gaps | missed ticks | catch-up ticks "
+        "| command arrival p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, m in enumerate(metrics):
         lines.append(
             f"| {i + 1} | {_fmt(m['inference_ms_median'])} / {_fmt(m['inference_ms_p95'])} | "
             f"{_fmt(m['chunk_age_ms_median'], '.0f')} | {_fmt(m['perception_ms_median'])} | "
-            f"{_fmt(m['views_age_ms_median'], '.0f')} | {_fmt(m['command_period_ms_median'], '.2f')} | "
+            f"{_fmt(m['views_age_ms_median'], '.0f')} | {_fmt(m['perception_skipped'], '.0f')} "
+            f"({_fmt(m['perception_superseded'], '.0f')}) | {_fmt(m['command_period_ms_median'], '.2f')} | "
             f"{m['command_gaps_over_1p5_ticks']} | {_fmt(m['executor_missed_ticks'], '.0f')} | "
             f"{_fmt(m['executor_catch_up_ticks'], '.0f')} | {_fmt(m['command_arrival_ms_p50'], '.1f')} / "
             f"{_fmt(m['command_arrival_ms_p99'], '.1f')} |"
@@ -632,6 +691,12 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         "- command period / gaps: sim-time stamps of rig.JOINT_COMMAND_TOPIC (20 ms = every 50 Hz tick; gaps = "
         "steps over 30 ms). On sim time the executor ticks on /clock, so its own jitter figure is 0 by "
         "construction; command arrival = wall-clock inter-arrival here scaled to sim time (DDS + GIL delivery).",
+        "- perception skipped: frames the perception node gave up on (TF or camera_info later than its "
+        "tf_wait_s, bad input); superseded: newer frame sets that replaced one while it rendered (normal when "
+        "rendering is slower than the cameras).",
+        "- clamps: safety-limiter clamp events (one per joint and kind: position, velocity, acceleration, gripper) "
+        "in the chunk executor; per command = clamps / 50 Hz commands, so a tick clamping several joints counts "
+        "several times and the fraction of ticks with any clamp is at most this figure (and at most 1).",
         f"- clamps (safety limiter, summed over episodes): "
         f"{', '.join(f'{k} {v:.0f}' for k, v in joint_clamps.items() if v) or 'none'}.",
         "",
@@ -702,7 +767,8 @@ def run_demo(cfg: dict, episodes: int | None = None, rebuild: bool = False, prog
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if policy_dir:
-        pdir, build = Path(policy_dir), {"cached": True, "key": "given", "policy_dir": str(policy_dir)}
+        pdir = check_policy_dir(policy_dir)
+        build = {"cached": True, "key": "given", "policy_dir": str(pdir)}
     else:
         pdir, build = build_policy(cfg, rebuild=rebuild, progress=progress)
         build["policy_dir"] = str(pdir)
@@ -726,10 +792,27 @@ def run_demo(cfg: dict, episodes: int | None = None, rebuild: bool = False, prog
     return write_report(cfg, build, results, out, timings)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's error, plus where the flags are listed and how make passes them
+        self.print_usage(sys.stderr)
+        self.exit(
+            2,
+            f"{self.prog}: error: {message}\n(`python -m clamp_demo --help` lists the flags; through make: "
+            f'make demo ARGS="--episodes 5 --seed 7")\n',
+        )
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clamp_demo", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="python -m clamp_demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="demo YAML (default: demo/demo.yaml)")
-    ap.add_argument("--episodes", type=int, default=None, help="closed-loop episodes (default: the config's)")
+    ap.add_argument("--episodes", type=_positive_int, default=None, help="closed-loop episodes (default: the config's)")
     ap.add_argument("--task", default=None, help="clamp_sim task to fine-tune on and run")
     ap.add_argument("--out", default=None, help="report directory (default: out/demo)")
     ap.add_argument("--seed", type=int, default=None, help="first episode seed")
@@ -738,6 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-only", action="store_true", help="build (or find) the policy and stop")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if a.build_only and a.policy:
+        ap.error("--build-only builds the demo's own policy; it has nothing to do with --policy DIR (drop one)")
     overrides: dict = {}
     if a.task:
         overrides["task"] = a.task
