@@ -1,13 +1,15 @@
 """`make demo` machinery on a tiny configuration: a tiny policy built by the pipeline (shortened
 scripted demonstrations -> conversion with colour -> training with the grounded recipe's inputs
-(state + colour cameras) -> export), one
+(state + colour cameras) -> export) with --build-only, then one
 short closed-loop episode over real DDS on clamp_sim (sim -> perception -> inference -> chunk
-executor -> arm driver), the report written and its success table parsed back; a second build
+executor -> arm driver) run with the flags make demo passes (--task --policy --episodes --seed),
+the report written and its success table parsed back; a second build
 reuses the cached policy."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,7 +39,7 @@ def tiny_config(tmp_path) -> dict:
 
     cfg = yaml.safe_load(default_config_path().read_text())
     cfg.update(out=str(tmp_path / "out"), cache=str(tmp_path / "demo"), data_cache=str(tmp_path / "cache"))
-    cfg["task"] = "transfer_cube"
+    cfg["task"] = "place_cube"  # the test's command line says --task transfer_cube
     cfg["data"].update(image_size=[48, 64], episodes=2, workers=1)
     cfg["data"]["require_success"] = False  # 40-step demonstrations never finish the task
     recipe = {
@@ -62,8 +64,8 @@ def tiny_config(tmp_path) -> dict:
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     cfg["train"] = {"config": str(tmp_path / "recipe.yaml"), "overrides": {}}
     cl = cfg["closed_loop"]
-    cl.update(episodes=1, seed=7, horizon_s=1.5, timeout_s=120.0, snapshots=2)
-    cl["sim"].update(image_height=48, image_width=64, rate_factor=0.2)
+    cl.update(episodes=3, seed=0, horizon_s=1.5, timeout_s=120.0, snapshots=2)  # --episodes 1 --seed 7 win
+    cl["sim"].update(image_height=48, image_width=64)  # demo.yaml's rate_factor and tf_wait_s: what make demo runs
     cl["inference"].update(num_inference_steps=2)
     return cfg
 
@@ -75,10 +77,16 @@ def test_demo_tiny_policy_one_episode_over_dds(tmp_path, short_demos, capsys):
 
     cfg_file = tmp_path / "demo.yaml"
     cfg_file.write_text(yaml.safe_dump(tiny_config(tmp_path)))
-    assert demo.main(["--config", str(cfg_file), "--no-progress"]) == 0
+    flags = ["--config", str(cfg_file), "--task", "transfer_cube", "--no-progress"]
+    assert demo.main([*flags, "--build-only"]) == 0
+    built = capsys.readouterr().out
+    assert "policy: building" in built
+    policy = built.strip().splitlines()[-1].removeprefix("policy: ")
+    # the closed loop with the flags make demo passes (config: place_cube, 3 episodes from seed 0)
+    assert demo.main([*flags, "--policy", policy, "--episodes", "1", "--seed", "7"]) == 0
     printed = capsys.readouterr().out
     out = tmp_path / "out"
-    assert f"report: {out / 'report.md'}" in printed and "policy: building" in printed
+    assert f"report: {out / 'report.md'}" in printed and "policy: building" not in printed
 
     for name in ("report.md", "views.png", "joints.png", "results.json"):
         assert (out / name).stat().st_size > 1000, name
@@ -100,17 +108,26 @@ def test_demo_tiny_policy_one_episode_over_dds(tmp_path, short_demos, capsys):
         m["diagnostics_seen"]
     )
     assert m["inference_ms_median"] > 0 and m["perception_ms_median"] > 0
-    assert doc["build"]["cached"] is False and set(doc["build"]["stage_s"]) == {"demonstrations", "train", "export"}
-    assert doc["build"]["train"]["steps"] == 4
+    # the loop ran like the robot's: perception kept up with /tf, the executor made every 50 Hz tick
+    assert m["perception_skipped"] == 0 and m["executor_missed_ticks"] == 0, m
+    assert 0 < ep["sim_rate_achieved"] <= cfg_rate(cfg_file) * 1.1
+    assert doc["build"]["key"] == "given" and f"`{policy}` (given with --policy)" in report
+    record = json.loads((Path(policy).parent / "build.json").read_text())
+    assert set(record["stage_s"]) == {"demonstrations", "train", "export"} and record["train"]["steps"] == 4
+    assert "| perception skipped (superseded) |" in report and "| clamps (per command) |" in report
     assert list((out).glob("filmstrip_1_seed7.png")), "no cam_high filmstrip of the episode"
     # the last line is one JSON object with the episode count and successes
     last = json.loads(printed.strip().splitlines()[-1])
     assert last["task"] == "transfer_cube" and last["episodes"] == 1 and last["successes"] == int(rows[0]["success"])
 
     # a second run finds the policy in the cache instead of rebuilding it
-    assert demo.main(["--config", str(cfg_file), "--build-only", "--no-progress"]) == 0
+    assert demo.main([*flags, "--build-only"]) == 0
     again = capsys.readouterr().out
     assert "policy: reusing" in again and "[build]" not in again
+
+
+def cfg_rate(cfg_file) -> float:
+    return float(yaml.safe_load(cfg_file.read_text())["closed_loop"]["sim"]["rate_factor"])
 
 
 def test_demo_config_errors(tmp_path):
