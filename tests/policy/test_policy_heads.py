@@ -109,3 +109,35 @@ def test_knots_make_smooth_chunks_that_fit_the_demonstrated_ones():
     assert max(off_knot) < 1e-5
     with pytest.raises(ValueError, match="action_knots"):
         _cfg(action_knots=1)
+
+
+def test_training_noise_on_keypoints_and_state_is_off_at_inference():
+    cfg = _cfg(head="mlp", head_width=32, head_blocks=1, state_noise_rad=0.05)
+    cfg.rgb.keypoint_noise = 0.1
+    policy = DiffusionPolicy(cfg)
+    obs = _obs(2)
+    policy.eval()
+    assert torch.equal(policy.encode(obs), policy.encode(obs))  # deterministic: no noise at inference
+    policy.train()
+    policy.rgb_encoder.cfg.shift = 0
+    a, b = policy.encode(obs), policy.encode(obs)
+    assert not torch.equal(a, b)
+    # the state noise is in rig units: an idle joint (tiny std) gets the same physical blur as a
+    # moving one, i.e. a large normalised one
+    policy.set_normalization(
+        {
+            "state_mean": np.zeros(14),
+            "state_std": np.r_[np.full(7, 0.05), np.full(7, 0.5)],
+            "action_min": np.full(14, -1.0),
+            "action_max": np.full(14, 1.0),
+            "view_mean": np.zeros(4),
+            "view_std": np.ones(4),
+        }
+    )
+    seen = []
+    policy.state_proj.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    policy.cfg.rgb.keypoint_noise = 0.0
+    policy.encode({**obs, "state": torch.zeros(2, 14).repeat(500, 1), "rgb": obs["rgb"].repeat(500, 1, 1, 1, 1)})
+    std = seen[-1].std(0)
+    assert torch.allclose(std[:7], torch.full((7,), 1.0), rtol=0.1)  # 0.05 rad / 0.05 rad std
+    assert torch.allclose(std[7:], torch.full((7,), 0.1), rtol=0.1)  # 0.05 rad / 0.5 rad std

@@ -47,6 +47,7 @@ class RgbConfig:
     size: [H, W] the encoder works at.
     channels: conv widths; keypoints: spatial-softmax keypoints per camera (2 coordinates each).
     shift: random-shift augmentation in pixels during training (padding + random crop).
+    keypoint_noise: see below.
     """
 
     cameras: list = field(default_factory=list)
@@ -54,6 +55,10 @@ class RgbConfig:
     channels: int = 32
     keypoints: int = 32
     shift: int = 4
+    # training adds Gaussian noise of this std to the keypoints (image coordinates in [-1, 1]): with
+    # tens of demonstrations the head otherwise recognises each episode by its exact keypoints and
+    # replays it, instead of learning how the trajectory follows the object
+    keypoint_noise: float = 0.0
 
 
 @dataclass
@@ -87,6 +92,11 @@ class PolicyConfig:
     # (in units of the normalised state) and, with probability state_dropout, hides the state token
     state_noise: float = 0.0
     state_dropout: float = 0.0
+    # noise in rig units (rad, gripper 0..1) before normalisation: the same physical blur on every
+    # joint. Normalised noise barely touches an idle joint (small std), whose per-episode start pose
+    # then identifies the demonstration: measured, swapping the idle left arm's state between
+    # episodes moved the right arm's predicted chunk by 0.05 rad
+    state_noise_rad: float = 0.0
     # the denoiser: "transformer" (a decoder cross-attending to the observation tokens, as ALOHA
     # Unleashed) or "mlp" (residual MLP over the flattened chunk and tokens: ~20x fewer operations,
     # what makes minutes of training on 2 CPU cores enough); head_width/head_blocks size the MLP

@@ -91,7 +91,7 @@ class MlpDenoiser(nn.Module):
         chunk = diffused_length(cfg) * cfg.action_dim
         self.inp = nn.Linear(chunk + (self.POOL_QUERIES + 1) * d, w)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.Mish(), nn.Linear(2 * w, w))
+            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.Mish(), nn.Dropout(cfg.dropout), nn.Linear(2 * w, w))
             for _ in range(cfg.head_blocks)
         )
         self.out = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, chunk))
@@ -235,6 +235,8 @@ class DiffusionPolicy(nn.Module):
         """Observation -> encoder memory (B, N, d_model)."""
         cfg = self.cfg
         state = self._tensor(obs, "state", 2)
+        if self.training and cfg.state_noise_rad > 0:
+            state = state + cfg.state_noise_rad * torch.randn_like(state)
         state = (state - self.state_mean) / self.state_std.clamp_min(1e-6)
         if self.training and cfg.state_noise > 0:
             state = state + cfg.state_noise * torch.randn_like(state)

@@ -51,8 +51,10 @@ class CameraEncoder(nn.Module):
         self.softmax = SpatialSoftmax()
         self.proj = nn.Sequential(nn.Linear(2 * cfg.keypoints, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, keypoint_noise: float = 0.0) -> torch.Tensor:
         kp = self.softmax(self.net(img))
+        if keypoint_noise > 0:
+            kp = kp + keypoint_noise * torch.randn_like(kp)
         return self.proj(kp.flatten(1))
 
 
@@ -103,4 +105,5 @@ class RgbEncoder(nn.Module):
         x = self.prepare(rgb)
         if augment:
             x = self.augment(x)
-        return torch.stack([enc(x[:, i]) for i, enc in enumerate(self.cams)], dim=1)
+        noise = self.cfg.keypoint_noise if augment else 0.0
+        return torch.stack([enc(x[:, i], noise) for i, enc in enumerate(self.cams)], dim=1)
