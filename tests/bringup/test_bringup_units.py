@@ -133,6 +133,7 @@ class _Recorded:
 def test_launch_adapter_emits_every_graph_entry():
     g = G.build_graph("aloha", "record")
     kinds = ("LaunchDescription", "Node", "IncludeLaunchDescription", "GroupAction", "SetLaunchConfiguration")
+    kinds += ("SetEnvironmentVariable",)
     api = {k: _Recorded(k) for k in kinds}
     api["PythonLaunchDescriptionSource"] = lambda path: path
     api["get_package_share_directory"] = lambda pkg: f"/opt/ros/humble/share/{pkg}"
@@ -145,6 +146,10 @@ def test_launch_adapter_emits_every_graph_entry():
     assert ("launch-prefix", G.SHUTDOWN_GUARD_PREFIX) in prefix and groups[0].kwargs == {"scoped": True}
     nodes = [a for a in actions if a.kind == "Node"]
     assert len(includes) == 4 and len(nodes) == len(g.nodes)
+    # Fast DDS with a shared-memory segment for camera images, set before anything starts
+    env = [a.args for a in actions[:2]]
+    assert [a.kind for a in actions[:2]] == ["SetEnvironmentVariable"] * 2
+    assert {k for k, _ in env} == set(G.FASTDDS_PROFILE_VARIABLES) and len({v for _, v in env}) == 1
     assert includes[0].args[0] == "/opt/ros/humble/share/interbotix_xsarm_control/launch/xsarm_control.launch.py"
     rs = next(n for n in nodes if n.kwargs.get("name") == "cam_low")
     assert (
@@ -325,3 +330,21 @@ def test_episode_queue_is_bounded_when_the_disk_stalls(tmp_path, monkeypatch):
     meta = ep.close()
     assert FLAG_BACKLOG in meta["flags"] and meta["extras"]["recorder_backlog_dropped"] == ep.backlog_dropped
     assert EpisodeReader(tmp_path / "ep").topics()["/blob"].count == 100 - ep.backlog_dropped
+
+
+def test_hardware_graphs_give_every_process_the_large_message_fastdds_profile(monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    for v in G.FASTDDS_PROFILE_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    env = G.build_graph("aloha", "record").environment
+    path = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == path
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(path).getroot()
+    shm = [t for t in root.iterfind(".//f:transport_descriptor", ns) if t.findtext("f:type", namespaces=ns) == "SHM"]
+    assert int(shm[0].findtext("f:segment_size", namespaces=ns)) >= 640 * 480 * 3 * 16  # many colour frames
+    assert G.build_graph("sim", "policy").environment == {}  # one process on loopback: Fast DDS defaults
+    # a profile the user chose is kept
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/etc/my_dds.xml")
+    assert set(G.build_graph("aloha", "policy").environment.values()) == {"/etc/my_dds.xml"}

@@ -11,7 +11,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + PACKAGE + "/config/xs_modes", glob("config/xs_modes/*.yaml")),
         ("share/" + PACKAGE + "/config/xs_motors", glob("config/xs_motors/*.yaml")),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),

@@ -135,31 +135,8 @@ def _read(bag: Path, topics: list[str]) -> tuple[float, float, int]:
 # default): bigger ones (every 640x480 image) fall back to UDP loopback in 64 KB fragments, whose
 # socket buffers overflow under load; reliable KEEP_LAST then loses what the writer's 10-deep
 # history no longer holds. A larger segment keeps images on shared memory (measured: 8.4% dropped
-# -> 0 on 5 s of the full stream, no compression). Both ends must use it (the camera drivers too).
-FASTDDS_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>clamp_shm</transport_id>
-      <type>SHM</type>
-      <segment_size>{segment_bytes}</segment_size>
-    </transport_descriptor>
-    <transport_descriptor>
-      <transport_id>clamp_udp</transport_id>
-      <type>UDPv4</type>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="clamp_large_messages" is_default_profile="true">
-    <rtps>
-      <userTransports>
-        <transport_id>clamp_shm</transport_id>
-        <transport_id>clamp_udp</transport_id>
-      </userTransports>
-      <useBuiltinTransports>false</useBuiltinTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+# -> 0 on 5 s of the full stream, no compression). Both ends must use it (the camera drivers too):
+# the robot's graph sets the same file (clamp_bringup/config/fastdds_large_messages.xml).
 
 
 def dds_env(mode: str, root: Path) -> dict:
@@ -168,9 +145,9 @@ def dds_env(mode: str, root: Path) -> dict:
 
     env = os.environ.copy()
     if mode == "shm":
-        path = root / "fastdds_large_messages.xml"
-        path.write_text(FASTDDS_SHM_PROFILE.format(segment_bytes=128 * 1024 * 1024))
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(path)  # Kilted / Humble
+        from clamp_bringup.graph import FASTDDS_PROFILE_VARIABLES, fastdds_profile_path
+
+        env.update(dict.fromkeys(FASTDDS_PROFILE_VARIABLES, str(fastdds_profile_path())))  # the robot's own
     elif mode != "default":
         raise ValueError(f"--dds must be 'shm' or 'default', got {mode!r}")
     return env

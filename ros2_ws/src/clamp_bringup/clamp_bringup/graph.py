@@ -69,12 +69,32 @@ class IncludeSpec:
     hardware: bool = True
 
 
+# Fast DDS profile with a shared-memory segment large enough for camera images (see the file)
+FASTDDS_PROFILE_FILE = "fastdds_large_messages.xml"
+FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")  # Humble, Kilted
+
+
+def fastdds_profile_path() -> Path:
+    """The packaged Fast DDS profile (installed share/, or the source tree when run from it)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("clamp_bringup")) / "config" / FASTDDS_PROFILE_FILE
+        if installed.is_file():
+            return installed
+    except (ImportError, LookupError):
+        pass
+    return Path(__file__).resolve().parents[1] / "config" / FASTDDS_PROFILE_FILE
+
+
 @dataclass
 class Graph:
     profile: dict
     mode: str
     nodes: list[NodeSpec]
     includes: list[IncludeSpec]
+    # environment every process of the graph starts with (launch: SetEnvironmentVariable)
+    environment: dict[str, str] = field(default_factory=dict)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -304,7 +324,11 @@ def build_graph(profile: dict | str, mode: str = "policy") -> Graph:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"duplicate node names {sorted(dup)} in the {mode} graph")
-    return Graph(prof, mode, nodes, includes)
+    environment = {}
+    if prof["hardware"]:  # camera images over shared memory, unless the user chose a profile of their own
+        chosen = next((os.environ[v] for v in FASTDDS_PROFILE_VARIABLES if os.environ.get(v)), None)
+        environment = dict.fromkeys(FASTDDS_PROFILE_VARIABLES, chosen or str(fastdds_profile_path()))
+    return Graph(prof, mode, nodes, includes, environment)
 
 
 def recorded_topics(profile: dict) -> dict[str, str]:
@@ -357,6 +381,12 @@ def to_launch_description(graph: Graph, launch_api: dict | None = None):
             "get_package_share_directory": get_package_share_directory,
         }
     actions = []
+    if graph.environment:
+        if "SetEnvironmentVariable" not in api:
+            from launch.actions import SetEnvironmentVariable
+
+            api["SetEnvironmentVariable"] = SetEnvironmentVariable
+        actions += [api["SetEnvironmentVariable"](k, v) for k, v in graph.environment.items()]
     for inc in graph.includes:
         share = api["get_package_share_directory"](inc.package)
         source = api["PythonLaunchDescriptionSource"](f"{share}/{inc.launch_file}")

@@ -264,12 +264,10 @@ class RecorderNode(Node):
             else:
                 message = f"recording {ep.writer.bag_dir.name}"
                 if ep.backlog_dropped:  # the writer fell a whole backlog behind: say so (once per 5 s)
-                    level, message = (
-                        DiagnosticStatus.WARN,
-                        (
-                            f"dropped {ep.backlog_dropped} messages: the writer is more than {self.max_backlog_mb:.0f} MB "
-                            f"behind (slow or stalled disk at {self.out_dir})"
-                        ),
+                    level = DiagnosticStatus.WARN
+                    message = (
+                        f"dropped {ep.backlog_dropped} messages: the writer is more than "
+                        f"{self.max_backlog_mb:.0f} MB behind (slow or stalled disk at {self.out_dir})"
                     )
                     self.get_logger().warning(message, throttle_duration_sec=5.0)
                 values["free_gb"] = f"{free:.1f}"
