@@ -346,7 +346,9 @@ class InferenceNode(Node):
         self.worker.stop()
 
     def destroy_node(self):
-        self.worker.stop()
+        worker = getattr(self, "worker", None)  # absent when __init__ failed (e.g. a bad checkpoint)
+        if worker is not None:
+            worker.stop()
         return super().destroy_node()
 
 
