@@ -141,3 +141,17 @@ def test_training_noise_on_keypoints_and_state_is_off_at_inference():
     std = seen[-1].std(0)
     assert torch.allclose(std[:7], torch.full((7,), 1.0), rtol=0.1)  # 0.05 rad / 0.05 rad std
     assert torch.allclose(std[7:], torch.full((7,), 0.1), rtol=0.1)  # 0.05 rad / 0.5 rad std
+
+
+def test_keypoint_norm_standardises_keypoints_with_running_statistics():
+    cfg = _cfg(head="mlp", head_width=32, head_blocks=1)
+    cfg.rgb.keypoint_norm = True
+    policy = DiffusionPolicy(cfg).train()
+    norm = policy.rgb_encoder.cams[0].kp_norm
+    assert isinstance(norm, torch.nn.BatchNorm1d) and norm.num_features == 2 * cfg.rgb.keypoints
+    policy.loss(_obs(4), torch.rand(4, 50, 14))
+    assert int(norm.num_batches_tracked) == 1  # training updates the running statistics
+    mean = norm.running_mean.clone()
+    policy.eval().sample(_obs(1))
+    assert torch.equal(norm.running_mean, mean)  # inference only reads them
+    assert PolicyConfig.from_dict(cfg.to_dict()).rgb.keypoint_norm is True

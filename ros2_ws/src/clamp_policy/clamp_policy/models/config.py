@@ -59,6 +59,9 @@ class RgbConfig:
     # tens of demonstrations the head otherwise recognises each episode by its exact keypoints and
     # replays it, instead of learning how the trajectory follows the object
     keypoint_noise: float = 0.0
+    # standardise the keypoints (batch norm, running statistics at inference): the cube moves a few
+    # pixels between episodes, a small spread of coordinates the head must nevertheless resolve
+    keypoint_norm: bool = False
 
 
 @dataclass

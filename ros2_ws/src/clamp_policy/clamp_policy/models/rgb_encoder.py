@@ -49,13 +49,14 @@ class CameraEncoder(nn.Module):
             nn.Conv2d(c, cfg.keypoints, 1),
         )
         self.softmax = SpatialSoftmax()
+        self.kp_norm = nn.BatchNorm1d(2 * cfg.keypoints) if cfg.keypoint_norm else nn.Identity()
         self.proj = nn.Sequential(nn.Linear(2 * cfg.keypoints, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
 
     def forward(self, img: torch.Tensor, keypoint_noise: float = 0.0) -> torch.Tensor:
         kp = self.softmax(self.net(img))
         if keypoint_noise > 0:
             kp = kp + keypoint_noise * torch.randn_like(kp)
-        return self.proj(kp.flatten(1))
+        return self.proj(self.kp_norm(kp.flatten(1)))
 
 
 class RgbEncoder(nn.Module):
