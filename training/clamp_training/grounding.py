@@ -66,7 +66,7 @@ def rgb_keypoints(policy, rgb: torch.Tensor) -> np.ndarray:
     """(B, C, 3, H, W) colour frames -> (B, C*K*2) spatial-softmax keypoints of the policy's encoder."""
     enc = policy.rgb_encoder
     x = enc.prepare(rgb)
-    return torch.cat([cam.softmax(cam.net(x[:, i])).flatten(1) for i, cam in enumerate(enc.cams)], 1).numpy()
+    return torch.cat([cam.keypoints(x[:, i]).flatten(1) for i, cam in enumerate(enc.cams)], 1).numpy()
 
 
 def probe_policy_keypoints(policy, datasets: list) -> ProbeResult:

@@ -85,7 +85,7 @@ class ClampModel(nn.Module):
     # ------------------------------------------------------------------------------------ losses
     def forward(self, batch: dict, text_ids: torch.Tensor | None = None) -> dict:
         """{'image_action', 'image_text', 'action_text', 'diffusion', 'total'} for one batch."""
-        device = self.policy.action_pos.device
+        device = self.policy.type_embed.device
         views = torch.as_tensor(batch["views"], device=device).float()
         history = torch.as_tensor(batch["action_history"], device=device).float()
         out = {}

@@ -137,12 +137,12 @@ class DiffusionPolicy(nn.Module):
         )
         self.encoder_norm = nn.LayerNorm(d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d * 2), nn.Mish(), nn.Linear(d * 2, d))
-        self.action_pos = nn.Parameter(torch.zeros(1, diffused_length(cfg), d))
         if cfg.action_knots:  # knots -> chunk steps (L, M) and its least-squares inverse (M, L)
             basis = knot_basis(cfg.chunk_length, cfg.action_knots)
             self.register_buffer("knot_basis", basis, persistent=False)
             self.register_buffer("knot_fit", torch.linalg.pinv(basis), persistent=False)
         if cfg.head == "transformer":
+            self.action_pos = nn.Parameter(torch.zeros(1, diffused_length(cfg), d))
             self.action_in = nn.Linear(cfg.action_dim, d)
             self.decoder = nn.TransformerDecoder(
                 nn.TransformerDecoderLayer(d, cfg.nhead, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True),
@@ -152,9 +152,9 @@ class DiffusionPolicy(nn.Module):
             self.action_out = nn.Linear(d, cfg.action_dim)
         else:
             self.mlp_head = MlpDenoiser(cfg)
-            self.action_pos.requires_grad_(False)  # kept as the device anchor; unused by this head
-        for p in (self.type_embed, self.action_pos):
-            nn.init.trunc_normal_(p, std=0.02)
+        nn.init.trunc_normal_(self.type_embed, std=0.02)
+        if cfg.head == "transformer":
+            nn.init.trunc_normal_(self.action_pos, std=0.02)
         self._task_index = {t: i for i, t in enumerate(cfg.task_vocab)}
         # normalisation buffers (saved with the weights); identity until set_normalization
         a, s, c = cfg.action_dim, cfg.state_dim, cfg.image_encoder.in_channels
@@ -197,7 +197,7 @@ class DiffusionPolicy(nn.Module):
 
     # ---------------------------------------------------------------------------------- encoder
     def _device(self) -> torch.device:
-        return self.action_pos.device
+        return self.type_embed.device
 
     def _tensor(self, obs: dict, key: str, ndim: int) -> torch.Tensor:
         if key not in obs:

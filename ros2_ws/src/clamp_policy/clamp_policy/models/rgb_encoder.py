@@ -52,8 +52,12 @@ class CameraEncoder(nn.Module):
         self.kp_norm = nn.BatchNorm1d(2 * cfg.keypoints) if cfg.keypoint_norm else nn.Identity()
         self.proj = nn.Sequential(nn.Linear(2 * cfg.keypoints, out_dim), nn.Mish(), nn.Linear(out_dim, out_dim))
 
+    def keypoints(self, img: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) prepared image -> (B, K, 2) keypoints: where each feature map attends."""
+        return self.softmax(self.net(img))
+
     def forward(self, img: torch.Tensor, keypoint_noise: float = 0.0) -> torch.Tensor:
-        kp = self.softmax(self.net(img))
+        kp = self.keypoints(img)
         if keypoint_noise > 0:
             kp = kp + keypoint_noise * torch.randn_like(kp)
         return self.proj(self.kp_norm(kp.flatten(1)))
