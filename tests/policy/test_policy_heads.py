@@ -155,3 +155,31 @@ def test_keypoint_norm_standardises_keypoints_with_running_statistics():
     policy.eval().sample(_obs(1))
     assert torch.equal(norm.running_mean, mean)  # inference only reads them
     assert PolicyConfig.from_dict(cfg.to_dict()).rgb.keypoint_norm is True
+
+
+def test_relative_frame_diffuses_arm_offsets_from_the_state_and_keeps_grippers_absolute():
+    policy = DiffusionPolicy(_cfg(head="mlp", head_width=64, head_blocks=1, action_frame="relative")).eval()
+    stats = {
+        "state_mean": [0.0] * 14,
+        "state_std": [1.0] * 14,
+        "action_min": [-2.0] * 14,
+        "action_max": [2.0] * 14,
+        "view_mean": [0.0] * 4,
+        "view_std": [1.0] * 4,
+    }
+    policy.set_normalization(stats)
+    state = torch.rand(2, 14)
+    actions = state[:, None] + 0.1 * torch.randn(2, 50, 14)
+    x = policy.chunk_to_model(actions, state)
+    grippers = [i for i, n in enumerate(rig.ACTION_NAMES) if n.endswith("_gripper")]
+    arm = [i for i in range(14) if i not in grippers]
+    # arm joints: the offset from the state over the half-range (2); grippers: absolute, centred on 0
+    assert torch.allclose(x[..., arm], (actions - state[:, None])[..., arm] / 2, atol=1e-6)
+    assert torch.allclose(x[..., grippers], actions[..., grippers] / 2, atol=1e-6)
+    assert torch.allclose(policy.chunk_from_model(x, state), actions, atol=1e-6)
+    # a sampled chunk lies in the demonstrated range even for an arm at its edge
+    state[:, arm] = 1.99
+    chunk = policy.sample({**_obs(2), "state": state}, generator=torch.Generator().manual_seed(0))
+    assert float(chunk.max()) <= 2.0 + 1e-6 and float(chunk.min()) >= -2.0 - 1e-6
+    with pytest.raises(ValueError, match="action_frame"):
+        _cfg(action_frame="delta")

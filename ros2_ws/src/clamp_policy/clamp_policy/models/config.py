@@ -113,6 +113,13 @@ class PolicyConfig:
     # (fitted by least squares in training, interpolated in sampling): smooth commands by
     # construction, and 5x fewer numbers to denoise. 0: every step of the chunk is denoised
     action_knots: int = 0
+    # "absolute": the chunk is joint targets. "relative": the arm joints of the chunk are diffused as
+    # offsets from the observed state (grippers stay absolute, open/closed is a target, not a motion)
+    # and the state is added back in sampling. The chunk then starts at the arm wherever it is, and
+    # noise or dropout on the state input blurs the policy's view of the arm without blurring where
+    # its commands land; absolute targets make the network copy the state to the output, which ties
+    # it to the exact state and lets an episode's start pose identify (and replay) that episode
+    action_frame: str = "absolute"
     # diffusion
     train_timesteps: int = 100
     inference_steps: int = 10
@@ -138,6 +145,12 @@ class PolicyConfig:
             raise ValueError(f"head={self.head!r}; choose 'transformer' or 'mlp'")
         if self.action_knots and not 2 <= self.action_knots <= self.chunk_length:
             raise ValueError(f"action_knots={self.action_knots} must be 0 (off) or in [2, chunk_length]")
+        if self.action_frame not in ("absolute", "relative"):
+            raise ValueError(f"action_frame={self.action_frame!r}; choose 'absolute' or 'relative'")
+        if self.action_frame == "relative" and self.state_dim != self.action_dim:
+            raise ValueError(
+                f"action_frame='relative' needs state_dim == action_dim ({self.state_dim} vs {self.action_dim})"
+            )
         if self.noise_samples < 1:
             raise ValueError(f"noise_samples={self.noise_samples} must be >= 1")
         if not 1 <= self.inference_steps <= self.train_timesteps:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from clamp_core import rig
 from torch import nn
 
 from .config import PolicyConfig
@@ -195,6 +196,27 @@ class DiffusionPolicy(nn.Module):
         half = ((self.action_max - self.action_min) / 2).clamp_min(1e-3)  # constant joints stay finite
         return centre, half
 
+    def _relative_mask(self) -> torch.Tensor:
+        """(A,) 1 where the chunk is diffused relative to the state (arm joints), else 0."""
+        mask = torch.zeros(self.cfg.action_dim, device=self._device())
+        if self.cfg.action_frame == "relative":
+            mask[[i for i, name in enumerate(rig.ACTION_NAMES) if not name.endswith("_gripper")]] = 1.0
+        return mask
+
+    def chunk_to_model(self, actions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Rig-unit chunk (B, L, A) -> the normalised frame the denoiser works in: [-1, 1] over the
+        action range, or, for relative joints, the offset from the state over the same half-range
+        (a one-second chunk moves a joint a fraction of its range, so offsets stay well inside)."""
+        centre, half = self._action_affine()
+        rel = self._relative_mask()
+        origin = rel * state[:, None] + (1 - rel) * centre
+        return (actions - origin) / half
+
+    def chunk_from_model(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        centre, half = self._action_affine()
+        rel = self._relative_mask()
+        return x * half + rel * state[:, None] + (1 - rel) * centre
+
     # ---------------------------------------------------------------------------------- encoder
     def _device(self) -> torch.device:
         return self.type_embed.device
@@ -324,7 +346,7 @@ class DiffusionPolicy(nn.Module):
                 f"{self.cfg.action_dim})"
             )
         memory = self.encode(obs)
-        x0 = self.normalize_action(actions)
+        x0 = self.chunk_to_model(actions, self._tensor(obs, "state", 2))
         if self.cfg.action_knots:
             x0 = self.knot_fit @ x0  # (B, M, A): the knots whose curve fits the chunk best
         k = self.cfg.noise_samples if self.training else 1
@@ -363,4 +385,7 @@ class DiffusionPolicy(nn.Module):
             x = ddim.step(self.denoise(x, ts, memory), t, x).prev_sample
         if self.cfg.action_knots:
             x = self.knot_basis @ x
-        return self.unnormalize_action(x.clamp(-1.0, 1.0))
+        chunk = self.chunk_from_model(x.clamp(-1.0, 1.0), self._tensor(obs, "state", 2))
+        if self.cfg.action_frame == "relative":  # offsets from an arm at its limit must not leave the range
+            chunk = torch.maximum(torch.minimum(chunk, self.action_max), self.action_min)
+        return chunk
