@@ -15,6 +15,9 @@ numpy arrays, batch first:
 - "action_history": float (B, H, 14), oldest first, when `cfg.action_history = H > 0`.
 - "rgb": uint8 or float 0..255 (B, C, 3, H, W), the colour images of `cfg.rgb.cameras` in that order,
   when that list is not empty (any size; resized to `cfg.rgb.size` inside the model).
+- "image_tokens": float (B, N, D), optional, training only: the image encoder's output for the views,
+  computed beforehand (a frozen encoder's tokens, once per camera frame); when present it is used
+  instead of running the encoder on "views". The robot always passes "views".
 
 `sample` returns float32 (B, cfg.chunk_length, 14) in rig units (rad, gripper 0 closed..1 open):
 the joint targets for the observation time and the following steps, 1 / rig.CONTROL_HZ apart.
@@ -275,8 +278,11 @@ class DiffusionPolicy(nn.Module):
                 )
             tokens.append(self.rgb_encoder(rgb, augment=self.training) + self.rgb_embed + self.type_embed[0])
         if cfg.image_encoder.type != "none":
-            views = self.prepare_views(self._tensor(obs, "views", 5))
-            img = self.image_proj(self.image_encoder(views))
+            if "image_tokens" in obs:  # precomputed by a frozen encoder (see the module doc)
+                enc = self._tensor(obs, "image_tokens", 3)
+            else:
+                enc = self.image_encoder(self.prepare_views(self._tensor(obs, "views", 5)))
+            img = self.image_proj(enc)
             tokens.append(img + self.type_embed[0])
         if cfg.task_conditioning == "vocab":
             if "task" not in obs:
