@@ -5,8 +5,8 @@ One config serves the three stages of the pipeline (`stage`):
   diffusion  the diffusion policy from scratch (any image encoder, colour cameras, task vocab);
   pretrain   CLAMP: the 3D-aware image encoder, the action and text encoders with the three-way
              sigmoid contrastive loss, jointly with the diffusion policy (`clamp`, `prompt`);
-  finetune   the diffusion policy initialised from a CLAMP pretraining run with its CLAMP encoders
-             frozen (`finetune.clamp_checkpoint`; the architecture comes from that checkpoint).
+  finetune   the diffusion policy of `policy:` with the frozen image encoder (config and weights) of a
+             CLAMP checkpoint (`finetune.clamp_checkpoint`); everything else trained from scratch.
 
 Layering: preset <- YAML file (`yaml.safe_load`) <- overrides (the command line). Every key is
 checked: an unknown one is refused with a message naming it and the valid keys.
@@ -34,10 +34,15 @@ class PromptConfig:
 
 @dataclass
 class FinetuneConfig:
-    # a CLAMP pretraining run (its exported policy/ is used) or an exported policy dir
+    # a CLAMP pretraining run (its exported policy/ is used) or an exported policy dir; a relative path
+    # is looked up from the working directory, then from the repository root (models/clamp_cpu: shipped).
+    # Its image encoder (config and weights) replaces policy.image_encoder; the rest of `policy:` is trained
     clamp_checkpoint: str = ""
     # keep the pretrained CLAMP image encoder frozen (no gradient, eval mode); false trains it too
     freeze_encoders: bool = True
+    # frozen encoder: compute its tokens once per camera frame of the data before training (RAM: frames x
+    # tokens x width x 4 bytes, within cache_gb) instead of running it on every sample's views
+    cache_tokens: bool = True
 
 
 @dataclass
@@ -234,7 +239,8 @@ PRESETS = {
     # CLAMP pretraining
     "clamp_small": _clamp_small,
     "clamp_paper": _clamp_paper,
-    # fine-tuning a CLAMP-pretrained policy on a few demonstrations (architecture from the checkpoint)
+    # fine-tuning on a few demonstrations with a CLAMP checkpoint's frozen image encoder (the image encoder
+    # is the checkpoint's; this policy around it is trained from scratch)
     "finetune": lambda: TrainConfig(
         stage="finetune",
         policy=_clamp_small_policy(),

@@ -87,6 +87,7 @@ def collate(items: list[dict]) -> dict:
 def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int = 32, seed: int = 0) -> Path:
     """`contrastive_synthetic` episodes as a converted dataset (layout of clamp_training.dataset)."""
     import zarr
+    from clamp_core import rig
     from tqdm import tqdm
 
     from . import dataset as ds
@@ -125,6 +126,11 @@ def write_synthetic_dataset(root, episodes: int = 24, steps: int = 40, size: int
         "format_version": ds.FORMAT_VERSION,
         "control_hz": 50.0,
         "view_size": size,
+        # the rig layout the synthetic episodes follow (fine-tuning checks it against the checkpoint's)
+        "action_names": list(rig.ACTION_NAMES),
+        "view_names": list(rig.VIEW_NAMES),
+        "view_channels": list(rig.VIEW_CHANNELS),
+        "view_shape": [len(rig.VIEW_NAMES), len(rig.VIEW_CHANNELS), size, size],
         "episodes": [{"name": n} for n in names],
         "source": "clamp_training.contrastive_data.write_synthetic_dataset",
     }

@@ -5,8 +5,11 @@ trains, the samples it reads, its loss, and what it leaves in the run directory 
   pretrain   ClampModel (the policy with its 3D image encoder + action and text encoders); loss =
              the three-way sigmoid contrastive loss + diffusion_weight x the diffusion loss. Leaves
              RUN/clamp/ (the CLAMP checkpoint, EMA weights) and the held-out retrieval accuracy.
-  finetune   the policy of a CLAMP pretraining run (finetune.clamp_checkpoint), its image encoder
-             frozen; state statistics from the new data, action range widened to cover it.
+  finetune   the config's policy (rgb, head, noise, ... everything in `policy:`) with the image encoder of
+             a CLAMP checkpoint (finetune.clamp_checkpoint): its encoder config and weights, frozen (eval
+             mode, bit-identical at the end); everything else is trained from scratch. The frozen encoder's
+             tokens are computed once per camera frame of the data and kept in RAM (`finetune.cache_tokens`).
+             A dataset whose views or action layout differ from the checkpoint's is refused first.
 
 Every stage trains on the same rows of a ChunkDataset split by `dataset.split_episodes`.
 """
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,7 @@ def obs_from_batch(batch: dict, device) -> dict:
     obs = {"state": batch["state"].to(device, non_blocking=True)}
     if "task" in batch:
         obs["task"] = batch["task"]
-    for key in ("views", "action_history", "rgb"):
+    for key in ("views", "image_tokens", "action_history", "rgb"):
         if key in batch:
             obs[key] = batch[key].to(device, non_blocking=True)
     return obs
@@ -49,17 +55,104 @@ def params_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def repo_root() -> Path:
+    """The repository (CLAMP_ROOT, set by scripts/env.sh; else the checkout this file is in)."""
+    env = os.environ.get("CLAMP_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parents[2]  # training/clamp_training/stages.py
+
+
 def resolve_init(path) -> Path:
-    """The exported policy of a CLAMP pretraining run (RUN/policy), or an exported policy dir."""
-    p = Path(path)
-    if (p / "policy" / "config.json").is_file():
-        return p / "policy"
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
-        return p
+    """The exported policy of a CLAMP pretraining run (RUN/policy), or an exported policy dir.
+
+    A relative path is looked up from the working directory first, then from the repository root, so
+    a config's `finetune.clamp_checkpoint: models/clamp_cpu` (the shipped checkpoint) works from anywhere."""
+    p = Path(path).expanduser()
+    tried = [p] if p.is_absolute() else [Path.cwd() / p, repo_root() / p]
+    for c in tried:
+        if (c / "policy" / "config.json").is_file():
+            return c / "policy"
+        if (c / "config.json").is_file() and (c / "model.safetensors").is_file():
+            return c
+    where = " nor ".join(str(c) for c in dict.fromkeys(tried))
     raise FileNotFoundError(
-        f"finetune.clamp_checkpoint {p} is neither a CLAMP pretraining run (with policy/) nor an exported policy "
-        "dir; run `python -m clamp_training pretrain ... --out RUN` first and pass RUN"
+        f"finetune.clamp_checkpoint {path}: {where} is neither a CLAMP pretraining run (with policy/) nor an "
+        "exported policy dir; run `python -m clamp_training pretrain ... --out RUN` first and pass RUN, or use the "
+        "shipped checkpoint models/clamp_cpu"
     )
+
+
+LAYOUT_KEYS = (("view_names", "views"), ("view_channels", "view channels"), ("action_names", "actions"))
+
+
+def checkpoint_layout(init: Path) -> dict:
+    """The views and actions a checkpoint's encoder was trained on: the layout recorded in its
+    pretraining data's dataset.json (view and action names, the perception views' geometry) when that
+    data is still on this machine, else the rig's (clamp_core.rig: what `convert` writes), which must
+    agree with the sizes in the checkpoint's config."""
+    from clamp_core import rig
+    from clamp_policy.models.checkpoint import read_config
+
+    cfg, doc = read_config(init)
+    layout = {
+        "view_names": list(rig.VIEW_NAMES),
+        "view_channels": list(rig.VIEW_CHANNELS),
+        "action_names": list(rig.ACTION_NAMES),
+        "geometry": None,
+        "source": "the rig layout (clamp_core.rig)",
+    }
+    for d in (doc.get("metadata") or {}).get("datasets") or []:
+        f = Path(d) / "dataset.json"
+        j = json.loads(f.read_text()) if f.is_file() else {}
+        if all(j.get(k) for k, _ in LAYOUT_KEYS):
+            layout.update({k: list(j[k]) for k, _ in LAYOUT_KEYS}, source=f"its pretraining data ({f})")
+            layout["geometry"] = (j.get("perception") or {}).get("views")
+            break
+    enc = cfg.image_encoder
+    sizes = {"view_names": enc.num_views, "view_channels": enc.in_channels, "action_names": cfg.action_dim}
+    wrong = {k: n for k, n in sizes.items() if len(layout[k]) != n}
+    if wrong:
+        raise StageError(
+            f"the CLAMP checkpoint {init} is configured for {sizes} but {layout['source']} has "
+            f"{ {k: len(layout[k]) for k in wrong} }: it was not made for this rig"
+        )
+    return layout
+
+
+def check_layout(init: Path, datasets: list, pcfg) -> dict:
+    """Refuse fine-tuning data whose views or action layout differ from the checkpoint's, naming both
+    (before any data is loaded). Returns the checkpoint's layout."""
+    from .dataset import read_dataset_json
+
+    want = checkpoint_layout(init)
+    n = len(want["action_names"])
+    if (pcfg.action_dim, pcfg.state_dim) != (n, n):
+        raise StageError(
+            f"the fine-tuning policy has action_dim {pcfg.action_dim} / state_dim {pcfg.state_dim}, but the CLAMP "
+            f"checkpoint {init} was trained on {n} joints {want['action_names']}; use its layout"
+        )
+    for d in datasets:
+        doc = read_dataset_json(d)
+        problems = []
+        for key, what in LAYOUT_KEYS:
+            have = doc.get(key)
+            if have is None:
+                problems.append(f"its dataset.json records no {key} (written by an older converter: re-convert)")
+            elif list(have) != want[key]:
+                problems.append(f"its {what} are {list(have)}, the checkpoint's {want[key]}")
+        if doc.get("view_shape") is None:
+            problems.append(f"it has no views (converted with --no-views); the checkpoint reads {want['view_names']}")
+        have, ref = (doc.get("perception") or {}).get("views"), want["geometry"]
+        if ref and have and have != ref:
+            changed = sorted(k for k in set(have) | set(ref) if have.get(k) != ref.get(k))
+            problems.append(f"its views {changed} are rendered with other geometry than the checkpoint's (perception)")
+        if problems:
+            raise StageError(
+                f"dataset {d} does not match the CLAMP checkpoint {init} (its layout: {want['source']}): "
+                + "; ".join(problems)
+                + ". Fine-tune on data converted with the checkpoint's views and actions (`python -m clamp_training "
+                "convert BAGS --out DATASET`, with views), or pretrain a checkpoint for this layout"
+            )
+    return want
 
 
 def _chunk_dataset(cfg: TrainConfig, datasets, progress: bool, action_history: int) -> ChunkDataset:
@@ -75,6 +168,24 @@ def _chunk_dataset(cfg: TrainConfig, datasets, progress: bool, action_history: i
         progress=progress,
         rgb_cameras=pcfg.rgb.cameras,
     )
+
+
+def _task_conditioning(cfg: TrainConfig, pcfg, ds: ChunkDataset):
+    """cfg.task_conditioning resolved against the data (auto: a task vocabulary when it has several tasks)."""
+    tc = cfg.task_conditioning
+    if tc == "auto":
+        tc = "vocab" if len(ds.tasks) > 1 else pcfg.task_conditioning
+    if tc == "vocab" and not pcfg.task_vocab:
+        pcfg = dataclasses.replace(pcfg, task_conditioning="vocab", task_vocab=list(ds.tasks))
+    elif tc != pcfg.task_conditioning:
+        pcfg = dataclasses.replace(pcfg, task_conditioning=tc)
+    if pcfg.task_conditioning == "embedding":
+        raise StageError("task_conditioning='embedding' needs text embeddings, which no stage computes yet")
+    if pcfg.task_conditioning == "vocab":
+        unknown = sorted(set(ds.tasks) - set(pcfg.task_vocab))
+        if unknown:
+            raise StageError(f"tasks {unknown} are in the data but not in policy.task_vocab {pcfg.task_vocab}")
+    return pcfg
 
 
 class Stage:
@@ -130,19 +241,7 @@ class DiffusionStage(Stage):
         # the 3D encoder pools its own views; the others read views pooled once into RAM
         cache = cfg.cache_views and pcfg.image_encoder.type != "clamp_vit3d"
         ds = _chunk_dataset(dataclasses.replace(cfg, cache_views=cache), datasets, progress, pcfg.action_history)
-        tc = cfg.task_conditioning
-        if tc == "auto":
-            tc = "vocab" if len(ds.tasks) > 1 else pcfg.task_conditioning
-        if tc == "vocab" and not pcfg.task_vocab:
-            pcfg = dataclasses.replace(pcfg, task_conditioning="vocab", task_vocab=list(ds.tasks))
-        elif tc != pcfg.task_conditioning:
-            pcfg = dataclasses.replace(pcfg, task_conditioning=tc)
-        if pcfg.task_conditioning == "embedding":
-            raise StageError("task_conditioning='embedding' needs text embeddings, which no stage computes yet")
-        if pcfg.task_conditioning == "vocab":
-            unknown = sorted(set(ds.tasks) - set(pcfg.task_vocab))
-            if unknown:
-                raise StageError(f"tasks {unknown} are in the data but not in policy.task_vocab {pcfg.task_vocab}")
+        pcfg = _task_conditioning(cfg, pcfg, ds)
         self.cfg = dataclasses.replace(cfg, policy=pcfg.validate())
         self.base = self.dataset = ds
         self.model = DiffusionPolicy(self.cfg.policy)
@@ -204,7 +303,60 @@ class PretrainStage(Stage):
         return out
 
 
+class TokenDataset(torch.utils.data.Dataset):
+    """A ChunkDataset (read without views) whose items carry "image_tokens": the frozen image encoder's
+    output for the item's camera frame, looked up in `tokens` (episode -> (M, N, D), one row per frame)."""
+
+    def __init__(self, base: ChunkDataset, tokens: dict[int, torch.Tensor]) -> None:
+        self.base, self.tokens = base, tokens
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.base[i]
+        e, t = (int(x) for x in self.base.index[i])
+        item["image_tokens"] = self.tokens[e][int(self.base.episodes[e].view_index[t])]
+        return item
+
+
+@torch.no_grad()
+def encode_frames(policy, episodes, progress: bool = False, block: int = 32, max_bytes: float = 4e9) -> dict:
+    """The policy's (frozen) image encoder run once on every camera frame of `episodes` (dataset.Episode
+    with views): {episode index: float32 (M, N, D)}, exactly what `encode` computes from obs["views"]."""
+    from tqdm import tqdm
+
+    enc = policy.image_encoder
+    was_training = enc.training
+    enc.eval()
+    n_tok, dim = int(enc.num_tokens), int(enc.out_dim)
+    frames = sum(int(e.views.shape[0]) for e in episodes)
+    need = frames * n_tok * dim * 4
+    if need > max_bytes:
+        raise StageError(
+            f"the frozen encoder's tokens of {frames} camera frames need {need / 1e9:.1f} GB of RAM (cache_gb "
+            f"{max_bytes / 1e9:g}); raise cache_gb, or set finetune.cache_tokens: false (the encoder runs per sample)"
+        )
+    out = {}
+    bar = tqdm(total=frames, desc="CLAMP tokens (frozen encoder, once per frame)", unit="frame", disable=not progress)
+    try:
+        for i, ep in enumerate(episodes):
+            m = int(ep.views.shape[0])
+            tokens = torch.empty((m, n_tok, dim), dtype=torch.float32)
+            for a in range(0, m, block):
+                views = torch.from_numpy(np.asarray(ep.views[a : a + block], dtype=np.float32))
+                tokens[a : a + len(views)] = enc(policy.prepare_views(views.to(policy.view_mean.device))).cpu()
+                bar.update(len(views))
+            out[i] = tokens
+    finally:
+        bar.close()
+        enc.train(was_training)
+    return out
+
+
 class FinetuneStage(Stage):
+    """The config's policy with a CLAMP checkpoint's frozen image encoder (see the module doc)."""
+
     name = "finetune"
 
     @staticmethod
@@ -214,26 +366,59 @@ class FinetuneStage(Stage):
         return read_config(resolve_init(cfg.finetune.clamp_checkpoint))[0].image_encoder.type != "none"
 
     def __init__(self, cfg: TrainConfig, datasets: list, progress: bool) -> None:
+        from clamp_policy.models import DiffusionPolicy
         from clamp_policy.models.checkpoint import load_policy
         from clamp_policy.models.clamp_model import freeze_encoders
 
         super().__init__(cfg, datasets, progress)
-        init = resolve_init(cfg.finetune.clamp_checkpoint)
-        policy = load_policy(init, device="cpu")
-        if policy.image_encoder is None:
+        ft = cfg.finetune
+        init = resolve_init(ft.clamp_checkpoint)
+        pre = load_policy(init, device="cpu")  # checksum and strict load of the whole checkpoint
+        if pre.image_encoder is None or pre.cfg.image_encoder.type == "none":
             raise StageError(f"{init}: the policy has no image encoder to keep frozen; train it with stage diffusion")
-        self.cfg = dataclasses.replace(cfg, policy=policy.cfg)  # the architecture is the checkpoint's
-        self.base = self.dataset = _chunk_dataset(self.cfg, datasets, progress, policy.cfg.action_history)
-        new = policy_stats(dataset_stats(self.datasets))
-        old = policy.normalization()
-        # pretrained weights keep their meaning: the action range only widens
-        new["action_min"] = np.minimum(old["action_min"], new["action_min"]).tolist()
-        new["action_max"] = np.maximum(old["action_max"], new["action_max"]).tolist()
-        policy.set_normalization(new)
+        # the architecture is the config's; only the image encoder (config and weights) is the checkpoint's
+        pcfg = dataclasses.replace(cfg.policy, image_encoder=pre.cfg.image_encoder)
+        self.layout = check_layout(init, self.datasets, pcfg)
+        use_tokens = ft.freeze_encoders and ft.cache_tokens
+        if use_tokens:  # views are read once below, to compute the tokens, never per sample
+            ds = ChunkDataset(
+                self.datasets,
+                chunk_length=pcfg.chunk_length,
+                action_history=pcfg.action_history,
+                use_views=False,
+                progress=progress,
+                rgb_cameras=pcfg.rgb.cameras,
+            )
+        else:
+            ds = _chunk_dataset(dataclasses.replace(cfg, policy=pcfg), self.datasets, progress, pcfg.action_history)
+        pcfg = _task_conditioning(cfg, pcfg, ds)
+        self.cfg = dataclasses.replace(cfg, policy=pcfg.validate())
+        policy = DiffusionPolicy(self.cfg.policy)
+        policy.image_encoder.load_state_dict(pre.image_encoder.state_dict(), strict=True)
+        stats = policy_stats(dataset_stats(self.datasets))
+        # the encoder sees views as in pretraining: the checkpoint's view normalisation (the 3D encoder
+        # reads metric views and ignores it); state and action statistics are the new data's
+        stats["view_mean"], stats["view_std"] = pre.view_mean.tolist(), pre.view_std.tolist()
+        policy.set_normalization(stats)
         self.encoder_before = params_digest(policy.image_encoder)
-        frozen = freeze_encoders(policy, frozen=cfg.finetune.freeze_encoders)
+        frozen = freeze_encoders(policy, frozen=ft.freeze_encoders)
+        self.find_unused_parameters = not ft.freeze_encoders  # the encoder's pooling head gets no gradient
+        self.base = self.dataset = ds
+        self.info.update(
+            init=str(init),
+            image_encoder=dataclasses.asdict(pre.cfg.image_encoder),
+            encoder_digest=self.encoder_before,
+            frozen_parameters=len(frozen),
+            encoder_frozen=ft.freeze_encoders,
+            token_cache=use_tokens,
+        )
+        if use_tokens:
+            t0 = time.perf_counter()
+            tokens = encode_frames(policy, ds.episodes, progress, max_bytes=cfg.cache_gb * 1e9)
+            self.dataset = TokenDataset(ds, tokens)
+            self.info["token_frames"] = int(sum(len(v) for v in tokens.values()))
+            self.info["token_s"] = round(time.perf_counter() - t0, 1)
         self.model = policy
-        self.info.update(init=str(init), frozen_parameters=len(frozen), encoder_frozen=cfg.finetune.freeze_encoders)
         self._count(policy)
 
     def train_mode(self, model) -> None:
