@@ -257,6 +257,7 @@ class AlohaSim:
             )
         self._cam_ids = {c: m.camera(c).id for c in rig.CAMERAS}
         self._ee_site = {arm: m.site(rig.gripper_frame(arm)).id for arm in rig.FOLLOWERS}
+        self._grasp_site = {arm: m.site(f"{arm}/grasp").id for arm in rig.FOLLOWERS}
         self.torque_enabled = {arm: True for arm in rig.FOLLOWERS}
         self.seed: int | None = None
         self.diverged = False
@@ -388,6 +389,11 @@ class AlohaSim:
         """World pose (4x4) of rig.gripper_frame(arm) (Interbotix ee_gripper_link)."""
         s = self._ee_site[arm]
         return pose_matrix(self.data.site_xpos[s], self.data.site_xmat[s])
+
+    def grasp_point(self, arm: str) -> np.ndarray:
+        """World position (3,) of the point between the fingertips where a grasped object sits
+        (GRASP_OFFSET along gripper_link's x): where reaching is judged, not ee_gripper_link."""
+        return self.data.site_xpos[self._grasp_site[arm]].copy()
 
     def camera_pose(self, cam: str) -> np.ndarray:
         """World pose (4x4) of rig.color_optical_frame(cam), REP 103 optical axes."""
