@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         nargs="+",
         default=[],
-        help="converted demonstrations (clamp_sim's, held out): adds the reliance and linear-probe diagnostics",
+        help="converted demonstrations (clamp_sim's, held out): adds the reliance and linear-probe diagnostics "
+        "(probe: from the colour keypoints; probe_clamp: from the frozen CLAMP encoder, data with views)",
     )
     ap.add_argument("--out", default=None, help="report dir: report.md, strips, joint plots, summary.json")
     ap.add_argument("--no-progress", action="store_true")
@@ -61,15 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if a.data:
-        from clamp_policy.models.checkpoint import load_policy
+        from clamp_training.grounding import grounding_report
 
-        from clamp_training.evaluation import reliance
-        from clamp_training.grounding import probe_policy_keypoints
-
-        summary["reliance"] = reliance(a.policy, a.data)
-        policy = load_policy(a.policy).eval()
-        if policy.cfg.rgb.cameras:
-            summary["probe"] = probe_policy_keypoints(policy, a.data).to_json()
+        summary.update(grounding_report(a.policy, a.data))  # reliance, probe, probe_clamp
     per = summary.pop("per_episode")
     for e in per:
         print(json.dumps(e))
