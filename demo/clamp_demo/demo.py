@@ -9,8 +9,9 @@
    demonstrations of the demo task (clamp_sim.generate) -> conversion with colour images
    (clamp_training.convert) -> training with the grounded recipe (clamp_training.train, config
    `train.config`) -> export (checksum-verified clamp_policy checkpoint). Episodes are shared with
-   `python -m clamp_training experiment` (`data_cache`). The CLAMP-pretrained checkpoint is not in
-   this build yet (issue 14: not shipped).
+   `python -m clamp_training experiment` (`data_cache`). demo.yaml's default recipe (colour + state)
+   does not use the shipped CLAMP checkpoint; `data.views: true` with `train.config:
+   training/configs/finetune_clamp_cpu.yaml` fine-tunes it (models/clamp_cpu, frozen encoder).
 2. Closed loop over real DDS: the sim profile's policy graph (clamp_bringup.graph, the graph the
    launch files start), started with clamp_bringup.runner.start_graph, each node on its own executor
    thread (clamp_core.ros.NodeExecutors) as `python -m clamp_bringup.run` spins them: SimNode ->
@@ -96,19 +97,54 @@ def _train_config_file(cfg: dict) -> Path:
     return f
 
 
+def _train_config(cfg: dict):
+    """The training config the build uses (TrainConfig), checked against the data section."""
+    from clamp_core.config import ConfigError
+    from clamp_training.train import build_config
+
+    try:
+        tcfg = build_config("default", str(_train_config_file(cfg)), dict(cfg["train"].get("overrides") or {}))
+    except ConfigError as exc:
+        raise DemoError(str(exc)) from exc
+    if tcfg.stage == "finetune" and not cfg["data"].get("views", False):
+        raise DemoError(
+            f"train.config {cfg['train']['config']} fine-tunes a CLAMP checkpoint, whose encoder reads the views: "
+            "set data.views: true in the demo config"
+        )
+    return tcfg
+
+
+def _checkpoint_digest(tcfg) -> str | None:
+    """The weights' sha256 of the CLAMP checkpoint a finetune recipe starts from (part of the build key:
+    a re-made checkpoint rebuilds the policy); None for other stages."""
+    if tcfg.stage != "finetune":
+        return None
+    from clamp_policy.models.checkpoint import read_config
+    from clamp_training.stages import resolve_init
+
+    try:
+        return read_config(resolve_init(tcfg.finetune.clamp_checkpoint))[1].get("weights_sha256")
+    except FileNotFoundError as exc:
+        raise DemoError(str(exc)) from exc
+
+
 def build_key(cfg: dict) -> str:
     from clamp_training.experiment import code_digest, digest
 
     recipe = _train_config_file(cfg).read_text()
-    return digest({k: cfg[k] for k in BUILD_SECTIONS}, recipe, code_digest("data"), code_digest("train"))
+    parts = [{k: cfg[k] for k in BUILD_SECTIONS}, recipe, code_digest("data"), code_digest("train")]
+    checkpoint = _checkpoint_digest(_train_config(cfg))
+    if checkpoint:  # (only then: the keys of builds without a checkpoint stay as they were)
+        parts.append(checkpoint)
+    return digest(*parts)
 
 
 def build_policy(cfg: dict, rebuild: bool = False, progress: bool = True) -> tuple[Path, dict]:
     """The exported demo policy (built once per key); returns (policy dir, build record)."""
     from clamp_training.experiment import Stages, episode_datasets
-    from clamp_training.train import build_config, train
+    from clamp_training.train import train
 
-    key = build_key(cfg)
+    key = build_key(cfg)  # (checks the training config before anything is generated)
     root = _resolve(cfg["cache"]) / key
     record_file = root / "build.json"
     if record_file.is_file() and (root / "policy" / "config.json").is_file() and not rebuild:
@@ -136,7 +172,7 @@ def build_policy(cfg: dict, rebuild: bool = False, progress: bool = True) -> tup
             views=bool(d.get("views", False)),
         )
     with stages.stage("train", f"{len(data)} {cfg['task']} demonstrations"):
-        tcfg = build_config("default", str(_train_config_file(cfg)), dict(tr.get("overrides") or {}))
+        tcfg = _train_config(cfg)
         run = root / "train"
         summary = train(tcfg, [str(p) for p in data], run, progress=progress)
     with stages.stage("export", "checksum-verified policy checkpoint"):
