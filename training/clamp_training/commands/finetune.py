@@ -1,9 +1,12 @@
 """`python -m clamp_training finetune --init RUN --data DATASET... --out RUN2 [--unfreeze]`
 
-The `train` command with stage `finetune` (preset `finetune`): the policy of a CLAMP pretraining run
-(`--init` = finetune.clamp_checkpoint: RUN, whose policy/ is used, or an exported policy dir) trained
-on a few demonstrations with its CLAMP image encoder frozen (no gradient, eval mode; `--unfreeze`
-trains it too). State statistics come from the new data, the action range is widened to cover it.
+The `train` command with stage `finetune` (preset `finetune`, or --preset/--config): the config's policy
+trained on a few demonstrations around the image encoder of a CLAMP checkpoint (`--init` =
+finetune.clamp_checkpoint: a pretraining run RUN, whose policy/ is used, an exported policy dir, or the
+shipped models/clamp_cpu), frozen (no gradient, eval mode, its tokens computed once per camera frame;
+`--unfreeze` trains it too). Everything but the encoder is trained from scratch; state statistics and
+the action range come from the new data. Data whose views or action layout differ from the checkpoint's
+is refused before training.
 """
 
 from __future__ import annotations
