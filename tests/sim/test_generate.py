@@ -73,11 +73,12 @@ def test_bag_has_every_topic_at_its_rate(bag):
         assert T.shape == (4, 4) and 0.0 < T[2, 3] < 0.6
 
 
-def test_parallel_workers_write_the_same_episodes(tmp_path):
-    """workers=2 records in two processes; the bags are those of a serial run (seeded), in seed order."""
-    res = generate("stack_cube", 2, 3, tmp_path / "par", image_size=(48, 64), camera_hz=5.0, progress=False, workers=2)
-    ser = generate("stack_cube", 1, 4, tmp_path / "ser", image_size=(48, 64), camera_hz=5.0, progress=False)
-    assert [r["seed"] for r in res] == [3, 4] and all(r["success"] for r in res)
+def test_parallel_workers_write_the_same_episodes(bag, tmp_path):
+    """workers=2 records in two processes; the bags are those of a serial run (seeded), in seed order.
+    The serial run is the module's `bag` (place_cube seed 7, same image size and camera rate)."""
+    res = generate("place_cube", 2, 6, tmp_path / "par", image_size=(48, 64), camera_hz=10.0, progress=False, workers=2)
+    ser = [bag]
+    assert [r["seed"] for r in res] == [6, 7] and all(r["success"] for r in res)
     assert res[1]["steps"] == ser[0]["steps"]
     with EpisodeReader(res[1]["bag"]) as a, EpisodeReader(ser[0]["bag"]) as b:
         assert a.metadata["extras"]["objects_end"] == b.metadata["extras"]["objects_end"]

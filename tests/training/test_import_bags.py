@@ -38,7 +38,16 @@ def episode(tmp_path_factory):
     return write_synthetic_episode(root / "ep", duration_s=4.0, seed=3, image_size=(48, 64))
 
 
-def test_plain_mcap_bag_converts_like_the_recorder_episode(episode, tmp_path):
+@pytest.fixture(scope="module")
+def short_episode(tmp_path_factory):
+    """2 s: the comparison below converts it twice (rendering the views is most of the time); the 4 s
+    `episode` is for the split at 2 s."""
+    root = tmp_path_factory.mktemp("import_short")
+    return write_synthetic_episode(root / "ep", duration_s=2.0, seed=3, image_size=(48, 64))
+
+
+def test_plain_mcap_bag_converts_like_the_recorder_episode(short_episode, tmp_path):
+    episode = short_episode
     plain = _plain_bag(episode, tmp_path / "demo_mcap")
     doc = import_bags([plain], tmp_path / "ds", "put the cube in the bin", [False], progress=False)
     ref = convert([episode], tmp_path / "ref", ConvertOptions(), progress=False)
