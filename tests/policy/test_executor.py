@@ -284,3 +284,18 @@ def test_velocity_scale_slows_every_command():
     assert ex.limiter.total("velocity") > 0
     with pytest.raises(ValueError, match="velocity_scale"):
         ExecutorConfig(velocity_scale=1.5).validate()
+
+
+def test_a_gripper_stopped_by_what_it_grasps_is_not_a_following_error():
+    ex = running(ExecutorConfig(blend_s=0.0, max_following_error=0.1, following_timeout_s=0.2))
+    grip = rig.ACTION_NAMES.index("right_gripper")
+    closed = HOME.copy()
+    closed[grip] = 0.0
+    ex.submit(make_chunk(10.0, TFS, np.tile(closed, (rig.CHUNK_LENGTH, 1))), now=10.0)
+    holding = HOME.copy()
+    holding[grip] = 0.45  # the fingers stop on the cube, 0.45 from the command to close
+    for k in range(50):  # 1 s: well past the lag and the timeout
+        now = 10.0 + k * DT
+        ex.update_state(holding, now)
+        ex.tick(now)
+    assert ex.state == ExecState.RUNNING, ex.reason

@@ -34,6 +34,8 @@ import numpy as np
 from clamp_core import rig
 from clamp_core.safety import SafetyLimiter, SafetyLimits, WorkspaceGuard
 
+_ARM_JOINTS = np.array([0.0 if name.endswith("_gripper") else 1.0 for name in rig.ACTION_NAMES])
+
 
 class ExecState(str, enum.Enum):
     IDLE = "idle"  # no chunk yet (or re-armed): nothing is commanded
@@ -62,8 +64,9 @@ class ExecutorConfig:
     # joint states of the last settle_s agree within settle_tolerance (rad / gripper units)
     settle_s: float = 0.2
     settle_tolerance: float = 0.01
-    # following error: the measured state vs the command `following_lag_s` earlier; above
-    # max_following_error (rad) for following_timeout_s -> HOLD (blocked arm, driver not listening).
+    # following error: the measured arm joints (not the grippers, which stop on what they grasp) vs the
+    # command `following_lag_s` earlier; above max_following_error (rad) for following_timeout_s -> HOLD
+    # (blocked arm, driver not listening).
     # 0 = off. Wide by default: it catches arms that do not follow at all, not tracking lag.
     # scale the profile's velocity and acceleration limits (e.g. 0.3 for a first run on a new robot)
     velocity_scale: float = 1.0
@@ -522,7 +525,9 @@ class ChunkExecutor:
         if ref is None or t_ref < self._run_since:
             self._following_since = None
             return ""
-        err = np.abs(self._state_pos - ref)
+        # arm joints only: a gripper closed on an object is blocked by design (ALOHA's follower grippers
+        # squeeze under a current limit), and holding there dropped every grasped cube 0.5 s later
+        err = np.abs(self._state_pos - ref) * _ARM_JOINTS
         self.following_error = float(err.max())
         if self.following_error <= cfg.max_following_error:
             self._following_since = None
