@@ -59,6 +59,7 @@ class EpisodeReport:
     clamped_ticks: int = 0  # velocity / acceleration limited
     position_clamped_ticks: int = 0  # joint / gripper range limited (or rejected)
     command_ticks: int = 0
+    chunks_rejected: dict = field(default_factory=dict)  # executor rejection kind -> count (workspace, stale, ...)
     chunk_jump_rad: float = float("nan")
     inference_ms: float = float("nan")
     strip: list = field(default_factory=list, repr=False)
@@ -74,6 +75,7 @@ class EpisodeReport:
             "reach_error_m": {k: round(v, 4) for k, v in self.reach_error_m.items()},
             "clamped_fraction": round(self.clamped_ticks / max(self.command_ticks, 1), 4),
             "position_clamped_fraction": round(self.position_clamped_ticks / max(self.command_ticks, 1), 4),
+            "chunks_rejected": dict(self.chunks_rejected),
             "chunk_jump_rad": round(self.chunk_jump_rad, 4) if math.isfinite(self.chunk_jump_rad) else None,
             "inference_ms": round(self.inference_ms, 1),
         }
@@ -112,12 +114,14 @@ class LivePolicy:
 
 
 def _executor(profile: str):
-    from clamp_core.profile import load_profile, safety_limits
+    from clamp_core.profile import load_profile, safety_limits, workspace_guard
     from clamp_policy.executor import ChunkExecutor, ExecutorConfig
 
     prof = load_profile(profile)
     overrides = dict((prof.get("policy") or {}).get("executor") or {})
-    return ChunkExecutor(ExecutorConfig(**overrides), safety_limits(prof))
+    # the limits and the Cartesian guard as the executor node applies them (a chunk planned into the
+    # table is rejected and the arm holds, on the robot as here)
+    return ChunkExecutor(ExecutorConfig(**overrides), safety_limits(prof), workspace_guard(prof))
 
 
 def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: int) -> EpisodeReport:
@@ -186,6 +190,7 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
         joints.append(last_cmd if last_cmd is not None else state)
         measured.append(state)
         sim.step()
+    report.chunks_rejected = {k: int(v) for k, v in ex.rejections.items() if v}
     report.success = bool(sim.success())
     report.progress = float(sim.task.progress)
     report.chunk_jump_rad = float(np.mean(jumps)) if jumps else float("nan")
