@@ -1,5 +1,11 @@
-"""Run under `torchrun --nproc_per_node 2 ddp_worker.py OUT`: one DDP (gloo) step of the tiny policy
-on this rank's half of a fixed batch; rank 0 saves the averaged gradients to OUT (safetensors)."""
+"""Run under `torchrun --nproc_per_node 2 ddp_worker.py OUT [COMMAND ARGS...]`: one DDP (gloo) step of
+the tiny policy on this rank's half of a fixed batch; rank 0 saves the averaged gradients to OUT
+(safetensors). With a COMMAND, the worker then runs `python -m clamp_training COMMAND ARGS...` in the
+same process, inside the same process group (clamp_training.distributed uses a group that is already
+up), and destroys the group after it: test_train.py's two torchrun tests share one launch of the two
+processes. (Destroying the group and letting the command start a second one in the same processes
+hangs in the command's first barrier now and then: the second rendezvous on torchrun's store is not
+reliable.)"""
 
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ def fresh_policy() -> DiffusionPolicy:
     return DiffusionPolicy(tiny_config())
 
 
-def main(out: str) -> None:
+def main(out: str, keep_group: bool = False) -> None:
+    """The DDP step in a new process group, destroyed afterwards unless `keep_group`."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -39,8 +46,17 @@ def main(out: str) -> None:
         grads = {n: p.grad.contiguous() for n, p in net.module.named_parameters() if p.grad is not None}
         save_file(grads, out)
     dist.barrier()
-    dist.destroy_process_group()
+    if not keep_group:
+        dist.destroy_process_group()
+    print(f"ddp_worker rank {rank}/{world}: DDP step done", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    command = sys.argv[2:]
+    main(sys.argv[1], keep_group=bool(command))
+    if command:
+        from clamp_training.__main__ import main as clamp_training_main
+
+        rc = clamp_training_main(command)
+        dist.destroy_process_group()
+        sys.exit(rc)

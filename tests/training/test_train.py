@@ -186,14 +186,29 @@ def _torchrun(args: list[str], timeout: float = 150) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_two_process_gloo_ddp_gradients_equal_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def torchrun_ddp(dataset, tmp_path_factory):
+    """One torchrun launch (2 gloo processes) for the two DDP tests below: ddp_worker.py's DDP step,
+    then, in the same two processes and process group, `python -m clamp_training train --preset tiny
+    --steps 10` on the session's dataset. Starting the processes and importing torch in them is most of
+    each test's time. (The command starting its own group under torchrun, as it does alone, is what
+    tests/clamp/test_pretrain_finetune.py's torchrun test runs: the same clamp_training.distributed.)
+    Returns (result, gradients file, run dir)."""
+    root = tmp_path_factory.mktemp("torchrun")
+    out, run = root / "ddp_grads.safetensors", root / "ddp_run"
+    train_args = ["train", "--data", str(dataset), "--out", str(run), "--preset", "tiny", "--steps", "10"]
+    r = _torchrun([str(HERE / "ddp_worker.py"), str(out), *train_args], timeout=240)
+    return r, out, run
+
+
+def test_two_process_gloo_ddp_gradients_equal_one_process(torchrun_ddp):
     sys.path.insert(0, str(HERE))
     from ddp_worker import fixed_batch, fresh_policy
     from safetensors.torch import load_file
 
-    out = tmp_path / "ddp_grads.safetensors"
-    r = _torchrun([str(HERE / "ddp_worker.py"), str(out)])
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r, out, _ = torchrun_ddp
+    done = [f"ddp_worker rank {rank}/2: DDP step done" in r.stdout for rank in (0, 1)]
+    assert all(done) and out.is_file(), r.stdout[-3000:] + r.stderr[-3000:]
     ddp = load_file(str(out))
     policy = fresh_policy()
     obs, actions, noise, t = fixed_batch()
@@ -205,23 +220,8 @@ def test_two_process_gloo_ddp_gradients_equal_one_process(tmp_path):
     assert max(float(g.abs().max()) for g in single.values()) > 1e-3  # the gradients are not trivially 0
 
 
-def test_torchrun_two_processes_trains_and_exports(dataset, tmp_path):
-    run = tmp_path / "ddp_run"
-    r = _torchrun(
-        [
-            "-m",
-            "clamp_training",
-            "train",
-            "--data",
-            str(dataset),
-            "--out",
-            str(run),
-            "--preset",
-            "tiny",
-            "--steps",
-            "10",
-        ]
-    )
+def test_torchrun_two_processes_trains_and_exports(torchrun_ddp):
+    r, _, run = torchrun_ddp
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     assert summary["world_size"] == 2 and summary["steps"] == 10
