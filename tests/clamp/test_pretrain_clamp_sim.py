@@ -24,17 +24,9 @@ STEPS = 100
 
 @pytest.fixture
 def short_demos(monkeypatch):
-    import clamp_sim.demonstrations as gen
+    from helpers.short_demos import cut_scripted_demos
 
-    make = gen.make_scripted_policy
-
-    def short_policy(task):
-        policy = make(task)
-        # a subclass whose horizon is STEPS (clamp_sim's horizon may be a read-only property)
-        policy.__class__ = type(f"Short{type(policy).__name__}", (type(policy),), {"horizon": STEPS})
-        return policy
-
-    monkeypatch.setattr(gen, "make_scripted_policy", short_policy)
+    cut_scripted_demos(monkeypatch, STEPS)
 
 
 def test_pretrain_from_clamp_sim_bags(tmp_path, short_demos):

@@ -21,16 +21,9 @@ SHIPPED = REPO / "models" / "clamp_cpu"
 
 @pytest.fixture
 def short_demos(monkeypatch):
-    import clamp_sim.demonstrations as gen
+    from helpers.short_demos import cut_scripted_demos
 
-    make = gen.make_scripted_policy
-
-    def short_policy(task):
-        policy = make(task)
-        policy.__class__ = type(f"Short{type(policy).__name__}", (type(policy),), {"horizon": STEPS})
-        return policy
-
-    monkeypatch.setattr(gen, "make_scripted_policy", short_policy)
+    cut_scripted_demos(monkeypatch, STEPS)
 
 
 def clamp_demo_config(tmp_path, checkpoint: str = "models/clamp_cpu") -> dict:
