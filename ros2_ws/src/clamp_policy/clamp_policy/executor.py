@@ -32,9 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from clamp_core import rig
-from clamp_core.safety import SafetyLimiter, SafetyLimits, WorkspaceGuard
-
-_ARM_JOINTS = np.array([0.0 if name.endswith("_gripper") else 1.0 for name in rig.ACTION_NAMES])
+from clamp_core.safety import GRIPPER_INDICES, SafetyLimiter, SafetyLimits, WorkspaceGuard
 
 
 class ExecState(str, enum.Enum):
@@ -527,7 +525,8 @@ class ChunkExecutor:
             return ""
         # arm joints only: a gripper closed on an object is blocked by design (ALOHA's follower grippers
         # squeeze under a current limit), and holding there dropped every grasped cube 0.5 s later
-        err = np.abs(self._state_pos - ref) * _ARM_JOINTS
+        err = np.abs(self._state_pos - ref)
+        err[list(GRIPPER_INDICES)] = 0.0
         self.following_error = float(err.max())
         if self.following_error <= cfg.max_following_error:
             self._following_since = None

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from clamp_core import rig
+from clamp_core.safety import ARM_INDICES
 from torch import nn
 
 from .config import PolicyConfig
@@ -203,7 +203,7 @@ class DiffusionPolicy(nn.Module):
         """(A,) 1 where the chunk is diffused relative to the state (arm joints), else 0."""
         mask = torch.zeros(self.cfg.action_dim, device=self._device())
         if self.cfg.action_frame == "relative":
-            mask[[i for i, name in enumerate(rig.ACTION_NAMES) if not name.endswith("_gripper")]] = 1.0
+            mask[list(ARM_INDICES)] = 1.0
         return mask
 
     def chunk_to_model(self, actions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
