@@ -55,6 +55,7 @@ class EpisodeReport:
     success: bool
     progress: float
     steps: int
+    success_step: int | None = None  # first control step from which success held to the end
     reach_error_m: dict = field(default_factory=dict)  # arm -> distance when its gripper closed
     clamped_ticks: int = 0  # velocity / acceleration limited
     position_clamped_ticks: int = 0  # joint / gripper range limited (or rejected)
@@ -72,6 +73,7 @@ class EpisodeReport:
             "success": self.success,
             "progress": round(self.progress, 3),
             "steps": self.steps,
+            "success_step": self.success_step,
             "reach_error_m": {k: round(v, 4) for k, v in self.reach_error_m.items()},
             "clamped_fraction": round(self.clamped_ticks / max(self.command_ticks, 1), 4),
             "position_clamped_fraction": round(self.position_clamped_ticks / max(self.command_ticks, 1), 4),
@@ -190,6 +192,10 @@ def run_episode(sim, policy: LivePolicy, seed: int, opts: EvalOptions, horizon: 
         joints.append(last_cmd if last_cmd is not None else state)
         measured.append(state)
         sim.step()
+        if sim.success():
+            report.success_step = t + 1 if report.success_step is None else report.success_step
+        else:
+            report.success_step = None
     report.chunks_rejected = {k: int(v) for k, v in ex.rejections.items() if v}
     report.success = bool(sim.success())
     report.progress = float(sim.task.progress)
@@ -234,6 +240,10 @@ def summarize(task: str, reports: list[EpisodeReport], policy: str = "") -> dict
         "mean_progress": float(np.mean([r.progress for r in reports])) if reports else 0.0,
         "reach_error_m": float(np.mean(reach)) if reach else None,
         "grasp_attempts": len(reach),
+        # control steps to the settled success (the policy's speed against the demonstrations')
+        "success_step_median": float(np.median(done))
+        if (done := [r.success_step for r in reports if r.success])
+        else None,
         "clamped_fraction": sum(r.clamped_ticks for r in reports) / max(ticks, 1),
         "position_clamped_fraction": sum(r.position_clamped_ticks for r in reports) / max(ticks, 1),
         "chunk_jump_rad": float(np.nanmean([r.chunk_jump_rad for r in reports])) if reports else None,

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--execute-steps", type=int, default=d.execute_steps, help="ticks between inferences")
     ap.add_argument("--inference-steps", type=int, default=d.inference_steps, help="DDIM steps")
     ap.add_argument("--image-size", type=int, nargs=2, default=list(d.image_size), metavar=("H", "W"))
+    ap.add_argument(
+        "--horizon", type=int, default=d.horizon, help="control steps per episode (0: the task's scripted horizon)"
+    )
     ap.add_argument("--profile", default=d.profile, help="robot profile for executor settings and limits")
     ap.add_argument(
         "--latency-ms",
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         inference_steps=a.inference_steps,
         image_size=tuple(a.image_size),
         profile=a.profile,
+        horizon=a.horizon,
         latency_ms=a.latency_ms,
     )
     from clamp_policy.models.checkpoint import CheckpointError
