@@ -47,7 +47,7 @@ DEFAULT_CONFIG: dict = {
         "heldout_seed": 1000,  # fine-tuning demonstrations: the first N successful from this seed
         "offline_seed": 3000,  # held-out demonstrations for the offline action error
         "offline_episodes": 3,
-        "workers": 2,  # conversion processes
+        "workers": 2,  # generation and conversion processes
         "require_success": True,  # train only on demonstrations the scripted demonstrator completed
     },
     # TrainConfig keys (clamp_training.config) for pretraining over the `clamp_small` preset; an
@@ -232,7 +232,16 @@ def episode_datasets(
         for run in runs:
             for s in run:  # a half-written bag from an interrupted run
                 shutil.rmtree(bags / f"{task}_seed{s:04d}", ignore_errors=True)
-            generate(task, len(run), run[0], bags, image_size=image_size, camera_hz=camera_hz, progress=progress)
+            generate(
+                task,
+                len(run),
+                run[0],
+                bags,
+                image_size=image_size,
+                camera_hz=camera_hz,
+                progress=progress,
+                workers=workers,
+            )
         for s in batch:
             st = _bag_status(bags / f"{task}_seed{s:04d}")
             if st and (st.get("success") or not require_success):
