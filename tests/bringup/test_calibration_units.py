@@ -143,9 +143,8 @@ def test_unreachable_board_plans_no_pose(cfg):
     """A board out of reach: nothing reachable, every candidate skipped (never forced).
 
     At y = 1.6 m every candidate view puts the camera 1.03-1.05 m from the arm's base, 12 cm beyond
-    the farthest the vx300s reaches (0.91 m over its joint limits). A board farther away proves no
-    more and only lengthens the failing IK searches (at 3.5 m each ran to least_squares' 600
-    evaluations: 4x this test's time)."""
+    the farthest the vx300s reaches (0.91 m from the base: world.arm_reach). The planner skips such
+    targets before any IK search (a failing search ran to least_squares' 600 evaluations: 18 s here)."""
     spec = dict(cfg["board"], xyz=[0.0, 1.6, 0.1])
     board = C.Board(spec)
     lo, hi = rig.VX300S_LIMITS.lower[:6], rig.VX300S_LIMITS.upper[:6]
@@ -219,3 +218,20 @@ def test_distorted_corners_are_undistorted_with_camera_info(cfg):
     with pytest.raises(C.CalibrationError, match="cam_high: camera_info distortion model 'equidistant'"):
         C.undistort_detection(det, K, D, "equidistant", "cam_high")
     assert C.undistort_detection(det, K, np.zeros(5), "equidistant") is det  # zero coefficients: nothing to do
+
+
+def test_arm_reach_bounds_every_pose_and_is_reached_stretched_out():
+    """world.arm_reach: no joint angles put ee_gripper_link farther from the shoulder than the bound
+    (the planner skips targets beyond it without an IK search), and the stretched arm reaches it."""
+    from clamp_core import world
+
+    shoulder, reach = world.arm_reach()
+    q = np.random.default_rng(0).uniform(-np.pi, np.pi, (2000, 6))
+    d = [np.linalg.norm(world.arm_fk(qi)[:3, 3] - shoulder) for qi in q]
+    assert max(d) <= reach + 1e-9
+    # stretched out forward: the upper arm (0.3 m up, 0.06 m forward at home) pitched down in line
+    # with the forearm, the elbow bent back by as much
+    stretched = np.zeros(6)
+    stretched[1] = np.arctan2(0.3, 0.05955)
+    stretched[2] = -stretched[1]
+    assert np.linalg.norm(world.arm_fk(stretched)[:3, 3] - shoulder) == pytest.approx(reach, abs=1e-3)

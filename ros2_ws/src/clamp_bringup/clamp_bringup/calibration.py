@@ -640,6 +640,7 @@ def plan_wrist_poses(
     third = np.cross(normal, side)
     outline = board.outline()
     T_base_world = np.linalg.inv(T_world_base)
+    shoulder, reach = world.arm_reach()
     cands, skipped, q_prev = [], 0, np.asarray(q_start, float)
     for tilt in tilts_deg:
         for az in (-45.0, -22.0, 0.0, 22.0, 45.0):
@@ -650,6 +651,9 @@ def plan_wrist_poses(
                 for roll in rolls_deg:
                     T_wc = look_at(eye, centre, np.array([0.0, 0.0, -1.0]), roll)
                     T_be = T_base_world @ T_wc @ np.linalg.inv(T_ee_cam)
+                    if np.linalg.norm(T_be[:3, 3] - shoulder) > reach + 0.002:
+                        skipped += 1  # beyond the stretched arm: no IK can reach it (a failing search is slow)
+                        continue
                     q, ep, er = ik_vx300s(T_be, q_prev, lower, upper)
                     if ep > 0.002 or er > 0.5:  # a second start from the start pose before giving up
                         q, ep, er = ik_vx300s(T_be, q_start, lower, upper)

@@ -120,6 +120,17 @@ def arm_fk_links(joints6, links=LINKS) -> dict[str, np.ndarray]:
     return {link: t @ _VX300S_HOME[link] for link in links}
 
 
+def arm_reach(link: str = "ee_gripper_link") -> tuple[np.ndarray, float]:
+    """(shoulder point in base_link, farthest `link` can be from it over every joint angle).
+
+    The shoulder, elbow and wrist-angle axes are parallel at home and the forearm roll and wrist
+    rotate axes run through the elbow, wrist and ee points, so the three segments between those
+    points keep their lengths: their sum bounds the reach (reached with the arm stretched out)."""
+    pts = [np.cross(_VX300S_S[i, :3], _VX300S_S[i, 3:]) for i in (1, 2, 4)]  # axis points nearest the origin
+    pts.append(_VX300S_HOME[link][:3, 3])
+    return pts[0], float(sum(np.linalg.norm(b - a) for a, b in zip(pts, pts[1:], strict=False)))
+
+
 def arm_fk(joints6, link: str = "ee_gripper_link") -> np.ndarray:
     """4x4 pose of `link` in the arm's base_link for the 6 arm joint angles (rad, xs_sdk order)."""
     return arm_fk_links(joints6, (link,))[link]
