@@ -228,6 +228,17 @@ def evaluate(policy_dir, task: str, opts: EvalOptions, out: Path | None = None, 
     return summary
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % (z = 1.96) Wilson score interval of a success rate: unlike the normal approximation it
+    stays inside [0, 1] and is not empty at 0/n or n/n, the usual results of 20-episode evaluations."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize(task: str, reports: list[EpisodeReport], policy: str = "") -> dict:
     reach = [v for r in reports for v in r.reach_error_m.values()]
     ticks = sum(r.command_ticks for r in reports)
@@ -237,6 +248,7 @@ def summarize(task: str, reports: list[EpisodeReport], policy: str = "") -> dict
         "episodes": len(reports),
         "successes": int(sum(r.success for r in reports)),
         "success_rate": float(np.mean([r.success for r in reports])) if reports else 0.0,
+        "success_ci95": [round(v, 3) for v in wilson_interval(sum(r.success for r in reports), len(reports))],
         "mean_progress": float(np.mean([r.progress for r in reports])) if reports else 0.0,
         "reach_error_m": float(np.mean(reach)) if reach else None,
         "grasp_attempts": len(reach),
@@ -263,7 +275,8 @@ def write_report(summary: dict, reports: list[EpisodeReport], out: Path) -> None
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [
-        f"# {summary['task']}: {summary['successes']}/{summary['episodes']} succeeded",
+        f"# {summary['task']}: {summary['successes']}/{summary['episodes']} succeeded "
+        f"(95 % Wilson interval {summary['success_ci95'][0]:.0%}-{summary['success_ci95'][1]:.0%})",
         "",
         f"policy `{summary['policy']}`; reach error at the grasp {summary['reach_error_m']} m; limiter clamped "
         f"{summary['clamped_fraction']:.1%} of command ticks; inference {summary['inference_ms']:.0f} ms/chunk",
