@@ -139,7 +139,7 @@ def _read(bag: Path, topics: list[str]) -> tuple[float, float, int]:
 # the robot's graph sets the same file (clamp_bringup/config/fastdds_large_messages.xml).
 
 
-def dds_env(mode: str, root: Path) -> dict:
+def dds_env(mode: str) -> dict:
     """Environment for both processes: Fast DDS defaults, or the large shared-memory segment."""
     import os
 
@@ -403,7 +403,7 @@ def full_stream(
     import sys
 
     root = Path(tempfile.mkdtemp(prefix="clamp_bench_stream_", dir=out_dir))
-    env = dds_env(dds, root)
+    env = dds_env(dds)
     runs = []
     try:
         for n in cameras:
