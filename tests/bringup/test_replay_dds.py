@@ -62,6 +62,19 @@ def test_player_publishes_bag_time_clock_and_messages(ros, tmp_path):
         BagPlayer(node, reader, rate=0.0)
 
 
+def test_player_waits_for_the_consumers_topics_to_match(ros, tmp_path):
+    """wait_for_consumers: only the played topics the given nodes subscribe to (and /clock) count; once
+    discovery has matched them, nothing published is lost."""
+    player = BagPlayer(ros.node("replay_waiting"), EpisodeReader(_write_bag(tmp_path / "ep", seconds=0.1)))
+    consumer = ros.node("consumer")
+    consumer.create_subscription(JointState, rig.joint_states_topic("leader_left"), lambda m: None, 10)
+    consumer.create_subscription(Clock, "/clock", lambda m: None, 10)
+    consumer.create_subscription(String, "/not_in_the_bag", lambda m: None, 10)  # not played: not waited for
+    assert player.wait_for_consumers([consumer], 30.0) == []
+    assert player._pubs[rig.joint_states_topic("leader_left")].get_subscription_count() >= 1
+    assert player._clock_pub.get_subscription_count() >= 1
+
+
 def test_recorded_actions_from_leaders(tmp_path):
     bag = _write_bag(tmp_path / "ep", seconds=0.2)
     t, a = episode_actions(EpisodeReader(bag))
@@ -117,7 +130,7 @@ def test_replay_reports_open_loop_error_of_a_policy(tmp_path):
             "--checkpoint",
             str(ckpt),
             "--rate",
-            "0.5",
+            "0.25",  # 3 s of bag in 12 s: perception's first views cost wall time, not bag time
             "--report",
             str(report),
             "--plot",

@@ -165,6 +165,21 @@ class BagPlayer:
                 return lonely
             time.sleep(0.05)
 
+    def wait_for_consumers(self, nodes, timeout: float) -> list[str]:
+        """Wait until the topics that `nodes` subscribe to (among the played ones, /clock included) are
+        matched to this player; returns those still unmatched after `timeout`. Messages published
+        before discovery has matched a subscription are lost: the start of the episode would be."""
+        wanted = {s.topic_name for n in nodes for s in n.subscriptions}
+        pubs = {t: p for t, p in self._pubs.items() if t in wanted}
+        if self._clock_pub is not None and "/clock" in wanted:
+            pubs["/clock"] = self._clock_pub
+        deadline = time.monotonic() + timeout
+        while True:
+            unmatched = sorted(t for t, p in pubs.items() if p.get_subscription_count() == 0)
+            if not unmatched or time.monotonic() >= deadline:
+                return unmatched
+            time.sleep(0.05)
+
     def _publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
 
@@ -270,6 +285,9 @@ def main(argv=None) -> int:
             from clamp_policy.inference_node import wait_ready
 
             wait_ready(inference, 180.0)
+            unmatched = player.wait_for_consumers(running.nodes.values(), 30.0)
+            if unmatched:
+                node.get_logger().warn(f"playing although discovery has not matched {unmatched} yet")
         if a.wait_subscribers > 0:
             lonely = player.wait_for_subscribers(a.wait_subscribers)
             if lonely:
