@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def cut_scripted_demos(monkeypatch, steps: int) -> None:
-    """Make clamp_sim.demonstrations generate `steps` control steps per scripted demonstration."""
+    """Make clamp_sim.demonstrations generate `steps` control steps per scripted demonstration.
+
+    In this process only: generation with workers > 1 spawns fresh interpreters that do not see the
+    patch, so callers generate with workers = 1."""
     import clamp_sim.demonstrations as gen
 
     make = gen.make_scripted_policy

@@ -242,20 +242,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def summarize(task: str, reports: list[EpisodeReport], policy: str = "") -> dict:
     reach = [v for r in reports for v in r.reach_error_m.values()]
     ticks = sum(r.command_ticks for r in reports)
+    successes = sum(r.success for r in reports)
+    success_steps = [r.success_step for r in reports if r.success]
     return {
         "task": task,
         "policy": policy,
         "episodes": len(reports),
-        "successes": int(sum(r.success for r in reports)),
+        "successes": int(successes),
         "success_rate": float(np.mean([r.success for r in reports])) if reports else 0.0,
-        "success_ci95": [round(v, 3) for v in wilson_interval(sum(r.success for r in reports), len(reports))],
+        "success_ci95": [round(v, 3) for v in wilson_interval(successes, len(reports))],
         "mean_progress": float(np.mean([r.progress for r in reports])) if reports else 0.0,
         "reach_error_m": float(np.mean(reach)) if reach else None,
         "grasp_attempts": len(reach),
         # control steps to the settled success (the policy's speed against the demonstrations')
-        "success_step_median": float(np.median(done))
-        if (done := [r.success_step for r in reports if r.success])
-        else None,
+        "success_step_median": float(np.median(success_steps)) if success_steps else None,
         "clamped_fraction": sum(r.clamped_ticks for r in reports) / max(ticks, 1),
         "position_clamped_fraction": sum(r.position_clamped_ticks for r in reports) / max(ticks, 1),
         "chunk_jump_rad": float(np.nanmean([r.chunk_jump_rad for r in reports])) if reports else None,

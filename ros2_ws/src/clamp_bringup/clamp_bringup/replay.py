@@ -104,6 +104,16 @@ class LiveGraphError(RuntimeError):
     """The graph already has the publishers a replay would duplicate (a live robot or simulator)."""
 
 
+def _wait_matched(pubs: dict, timeout: float) -> list[str]:
+    """Wait until each publisher (topic -> publisher) has a subscriber, or `timeout`; the topics without."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lonely = sorted(t for t, p in pubs.items() if p.get_subscription_count() == 0)
+        if not lonely or time.monotonic() >= deadline:
+            return lonely
+        time.sleep(0.05)
+
+
 class BagPlayer:
     """Publishes a bag from a node: raw bytes per topic at bag time / rate, /clock first."""
 
@@ -158,12 +168,7 @@ class BagPlayer:
 
     def wait_for_subscribers(self, timeout: float) -> list[str]:
         """Wait until every selected topic has a subscriber (or `timeout`); returns those still without."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lonely = [t for t, p in self._pubs.items() if p.get_subscription_count() == 0]
-            if not lonely or time.monotonic() >= deadline:
-                return lonely
-            time.sleep(0.05)
+        return _wait_matched(self._pubs, timeout)
 
     def wait_for_consumers(self, nodes, timeout: float) -> list[str]:
         """Wait until the topics that `nodes` subscribe to (among the played ones, /clock included) are
@@ -173,12 +178,7 @@ class BagPlayer:
         pubs = {t: p for t, p in self._pubs.items() if t in wanted}
         if self._clock_pub is not None and "/clock" in wanted:
             pubs["/clock"] = self._clock_pub
-        deadline = time.monotonic() + timeout
-        while True:
-            unmatched = sorted(t for t, p in pubs.items() if p.get_subscription_count() == 0)
-            if not unmatched or time.monotonic() >= deadline:
-                return unmatched
-            time.sleep(0.05)
+        return _wait_matched(pubs, timeout)
 
     def _publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
