@@ -55,6 +55,23 @@ def test_runner_on_an_exported_policy_gives_a_finite_chunk(tmp_path):
     assert runner.latency_stats()["inferences"] == 1
 
 
+def test_averaged_samples_are_the_mean_of_that_many_draws(tmp_path):
+    policy = exported(tmp_path, action_frame="relative")
+    obs = Observation(stamp=0.0, state=np.linspace(-0.3, 0.3, 14), views=tiled_views())
+    batch = PolicyRunner(policy, 3).make_obs(obs)
+    k = 4
+    # the same generator state gives the K draws of one averaged call and a batch of K copies
+    many = policy.sample({n: v.repeat_interleave(k, 0) for n, v in batch.items()}, 3, torch.Generator().manual_seed(9))
+    mean = policy.sample(batch, 3, torch.Generator().manual_seed(9), num_samples=k)
+    assert mean.shape == (1, rig.CHUNK_LENGTH, rig.ACTION_DIM)
+    assert many.std(0).max() > 1e-3  # the draws differ, so the mean is not one of them
+    torch.testing.assert_close(mean[0], many.mean(0), rtol=0, atol=1e-5)  # float32 sums in another order
+    averaged = PolicyRunner(policy, 3, seed=9, num_samples=k).infer(obs).chunk
+    np.testing.assert_allclose(averaged, mean[0].double().numpy(), atol=1e-6)
+    with pytest.raises(PolicyMismatchError, match="num_samples"):
+        PolicyRunner(policy, 3, num_samples=0)
+
+
 def test_missing_or_bad_inputs_are_clear_errors(tmp_path):
     runner = PolicyRunner(exported(tmp_path, task_conditioning="vocab", task_vocab=["transfer the cube"]), 2)
     with pytest.raises(ValueError, match="needs /clamp/views"):

@@ -38,6 +38,7 @@ class EvalOptions:
     seed: int = 5000
     execute_steps: int = 10  # ticks between inferences (the inference node's replanning period)
     inference_steps: int = 10
+    samples: int = 1  # chunks drawn per inference and averaged (the inference node's num_samples)
     image_size: tuple = (96, 128)  # rendered camera size (H, W): what the training demonstrations used
     profile: str = "sim"  # robot profile: executor settings and limits
     horizon: int = 0  # 0: the task's scripted horizon
@@ -86,11 +87,11 @@ class EpisodeReport:
 class LivePolicy:
     """Rendered frames -> the inference node's Observation -> PolicyRunner (clamp_policy.inference)."""
 
-    def __init__(self, policy_dir, inference_steps: int, seed: int) -> None:
+    def __init__(self, policy_dir, inference_steps: int, seed: int, samples: int = 1) -> None:
         from clamp_policy.inference import PolicyRunner
         from clamp_policy.models.checkpoint import load_policy
 
-        self.runner = PolicyRunner(load_policy(policy_dir), inference_steps, seed=seed)
+        self.runner = PolicyRunner(load_policy(policy_dir), inference_steps, seed=seed, num_samples=samples)
         cfg = self.runner.cfg
         self.cameras = tuple(rig.CAMERAS) if self.runner.needs_views else tuple(cfg.rgb.cameras)
         self.pipeline = None
@@ -212,7 +213,7 @@ def evaluate(policy_dir, task: str, opts: EvalOptions, out: Path | None = None, 
     from clamp_sim.scripted import make_scripted_policy
     from tqdm import tqdm
 
-    policy = LivePolicy(policy_dir, opts.inference_steps, opts.seed)
+    policy = LivePolicy(policy_dir, opts.inference_steps, opts.seed, opts.samples)
     horizon = int(opts.horizon) or make_scripted_policy(task).horizon
     reports = []
     t0 = time.perf_counter()

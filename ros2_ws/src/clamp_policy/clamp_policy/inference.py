@@ -75,6 +75,7 @@ class PolicyRunner:
         num_inference_steps: int = 10,
         seed: int | None = 0,
         task_embedder: Callable[[str], np.ndarray] | None = None,
+        num_samples: int = 1,
     ) -> None:
         import torch
 
@@ -86,6 +87,9 @@ class PolicyRunner:
                 f"num_inference_steps={num_inference_steps} must be in [1, {self.cfg.train_timesteps}] "
                 "(the policy's train_timesteps)"
             )
+        self.num_samples = int(num_samples)  # chunks drawn per observation and averaged
+        if self.num_samples < 1:
+            raise PolicyMismatchError(f"num_samples={num_samples} must be >= 1")
         self.required = set(policy.required_obs_keys())
         self._check_rig()
         # With a seed, every chunk starts from the same noise: the chunk is then a function of the
@@ -195,7 +199,9 @@ class PolicyRunner:
         with torch.inference_mode():
             if self._seed is not None:
                 self._generator.manual_seed(self._seed)
-            chunk = self.policy.sample(batch, self.num_inference_steps, generator=self._generator)
+            chunk = self.policy.sample(
+                batch, self.num_inference_steps, generator=self._generator, num_samples=self.num_samples
+            )
         ms = (time.perf_counter() - t0) * 1e3
         self.latencies_ms.append(ms)
         out = chunk[0].double().cpu().numpy()

@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover
 DEFAULTS = {
     "checkpoint": "",
     "num_inference_steps": 10,  # DDIM steps
+    "num_samples": 1,  # chunks drawn per observation and averaged
     "replan_every": 25,  # control steps between chunks (0.5 s at 50 Hz; a chunk covers 1 s)
     "torch_threads": 0,  # 0 = all cores but one
     "warmup_runs": 2,
@@ -104,7 +105,9 @@ class InferenceNode(Node):
 
             policy = load_policy(p["checkpoint"], device=p["device"])  # raises CheckpointError on mismatch
         seed = int(p["seed"])
-        self.runner = PolicyRunner(policy, int(p["num_inference_steps"]), seed=None if seed < 0 else seed)
+        self.runner = PolicyRunner(
+            policy, int(p["num_inference_steps"]), seed=None if seed < 0 else seed, num_samples=int(p["num_samples"])
+        )
         self.replan_period = int(p["replan_every"]) / rig.CONTROL_HZ
 
         self._lock = threading.Lock()
@@ -316,6 +319,7 @@ class InferenceNode(Node):
             "ready": self.ready,
             "published": self.published,
             "num_inference_steps": self.runner.num_inference_steps,
+            "num_samples": self.runner.num_samples,
             "replan_period_ms": self.replan_period * 1e3,
             "torch_threads": self.torch_threads,
             "replaced": self.worker.replaced,

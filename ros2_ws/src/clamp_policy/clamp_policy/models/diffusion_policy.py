@@ -377,11 +377,22 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, obs: dict, num_inference_steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        obs: dict,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        num_samples: int = 1,
     ) -> torch.Tensor:
-        """DDIM sampling of an action chunk (B, chunk_length, 14) in rig units; see module doc."""
+        """DDIM sampling of an action chunk (B, chunk_length, 14) in rig units; see module doc.
+
+        `num_samples` > 1 draws that many chunks per observation from one encoding and returns their
+        mean: an estimate of the expected chunk with less sample-to-sample scatter (the same reason the
+        executor averages overlapping chunks), for a few % more time with the small heads.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         _, ddim = self.schedulers()
-        memory = self.encode(obs)
+        memory = self.encode(obs).repeat_interleave(num_samples, 0)
         b = memory.shape[0]
         ddim.set_timesteps(num_inference_steps or self.cfg.inference_steps)
         shape = (b, diffused_length(self.cfg), self.cfg.action_dim)
@@ -391,7 +402,8 @@ class DiffusionPolicy(nn.Module):
             x = ddim.step(self.denoise(x, ts, memory), t, x).prev_sample
         if self.cfg.action_knots:
             x = self.knot_basis @ x
-        chunk = self.chunk_from_model(x.clamp(-1.0, 1.0), self._tensor(obs, "state", 2))
+        state = self._tensor(obs, "state", 2).repeat_interleave(num_samples, 0)
+        chunk = self.chunk_from_model(x.clamp(-1.0, 1.0), state)
         if self.cfg.action_frame == "relative":  # offsets from an arm at its limit must not leave the range
             chunk = torch.maximum(torch.minimum(chunk, self.action_max), self.action_min)
-        return chunk
+        return chunk.reshape(-1, num_samples, *chunk.shape[1:]).mean(1) if num_samples > 1 else chunk
