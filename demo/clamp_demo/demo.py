@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,12 @@ def load_demo_config(path: str | os.PathLike | None = None, overrides: dict | No
 
     if cfg["task"] not in TASKS:
         raise DemoError(f"task {cfg['task']!r} is not a clamp_sim task; choose one of {sorted(TASKS)}")
+    from clamp_bringup.graph import build_graph
+
+    names = [n for n in build_graph("sim", "policy").names if n != "arm_driver"]  # the demo watches the driver
+    apart = [n for g in cfg["closed_loop"].get("processes") or () for n in g]
+    if set(apart) - set(names) or len(apart) != len(set(apart)):
+        raise DemoError(f"{p}: closed_loop.processes {apart}: each of {names} at most once")
     cfg["config_path"] = str(p)
     return cfg
 
@@ -354,6 +361,37 @@ def _wait(cond, timeout: float, what: str, check=None) -> None:
         time.sleep(0.05)
 
 
+INFERENCE_STATUS = "clamp_policy: inference"
+
+
+class _Children:
+    """Node processes of one episode (`python -m clamp_bringup.run --only ...`), their output kept for errors."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[tuple, object, object]] = []  # (node names, Popen, log file)
+
+    def spawn(self, names: tuple, overrides: dict) -> None:
+        from clamp_bringup.runner import spawn_graph
+
+        log = tempfile.TemporaryFile(mode="w+")
+        self.procs.append((names, spawn_graph("sim", "policy", names, overrides, log=log), log))
+
+    def check(self) -> None:
+        for names, proc, log in self.procs:
+            if proc.poll() is not None:
+                log.seek(0)
+                tail = "".join(log.readlines()[-15:])
+                raise DemoError(f"the process running {list(names)} ended (exit {proc.returncode}):\n{tail}")
+
+    def stop(self) -> None:
+        from clamp_bringup.runner import stop_process
+
+        for _, proc, log in self.procs:
+            stop_process(proc)
+            log.close()
+        self.procs.clear()
+
+
 def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool = True) -> dict:
     """One closed-loop episode over DDS: fresh graph with `seed`, the policy in charge for horizon_s."""
     import rclpy
@@ -388,30 +426,53 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
     probe = make_probe(context, log, snap_times, lock)
     executor.add_node(probe)
     running, t_wall0 = None, time.monotonic()
+    # nodes in processes of their own, as `ros2 launch` runs them (in one process every node shared one core)
+    groups = [tuple(g) for g in cl.get("processes") or ()]
+    apart = {name for g in groups for name in g}
+    policy_nodes = ("inference", "chunk_executor")
+    children = _Children()
     out: dict = {"seed": int(seed), "task": task}
     try:
         # bring-up first (sim, driver to its start pose, perception), then the policy, as an operator would
+        for g in groups:
+            if not set(g) & set(policy_nodes):
+                children.spawn(g, overrides)
         running = start_graph(graph, context=context, executor=executor, overrides=overrides,
-                              skip=("inference", "chunk_executor"))  # fmt: skip
+                              skip=(*policy_nodes, *apart))  # fmt: skip
         driver = running.nodes["arm_driver"]
 
         def no_callback_errors():
             if errors:
                 last = errors[0].strip().splitlines()[-1]
                 raise DemoError(f"a node's callback raised ({last}); its traceback is printed above")
+            children.check()
 
         bringup = float(cl["bringup_timeout_s"])
         _wait(lambda: driver.core.state == "ready", bringup, "the arm driver at its start pose", no_callback_errors)
         _wait(lambda: log.views > 0, bringup, "/clamp/views from the perception node", no_callback_errors)
+        for g in groups:
+            if set(g) & set(policy_nodes):
+                children.spawn(g, overrides)
         policy = start_graph(graph, context=context, executor=executor, overrides=overrides,
-                             only=("inference", "chunk_executor"))  # fmt: skip
+                             only=tuple(n for n in policy_nodes if n not in apart))  # fmt: skip
         running.nodes.update(policy.nodes)
-        inference, chunk_executor = running.nodes["inference"], running.nodes["chunk_executor"]
+
+        def node_stats(name: str, status: str) -> dict:
+            """A node's stats: in this process from the node, from its /diagnostics in another."""
+            if name in running.nodes:
+                return running.nodes[name].stats()
+            with lock:
+                return dict(log.diagnostics.get(status, (None, None, {}))[2])
 
         def healthy():
             no_callback_errors()
-            if inference.last_error and not inference.ready:
+            inference = running.nodes.get("inference")
+            if inference is not None and inference.last_error and not inference.ready:
                 raise DemoError(f"the inference node failed: {inference.last_error}")
+            with lock:
+                level, message, _ = log.diagnostics.get(INFERENCE_STATUS, (0, "", {}))
+            if level >= 2:  # ERROR: the policy cannot run (bad checkpoint, inputs it cannot use)
+                raise DemoError(f"the inference node failed: {message}")
 
         timeout = float(cl["timeout_s"])
         _wait(lambda: bool(log.commands), timeout - (time.monotonic() - t_wall0), "the first command", healthy)
@@ -449,11 +510,12 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
             sim_rate_achieved=policy_sim_s / max(policy_wall_s, 1e-9),
             wall_s=time.monotonic() - t_wall0,
             t_start=t_start,
-            inference=inference.stats(),
-            executor=chunk_executor.stats(),
+            inference=node_stats("inference", INFERENCE_STATUS),
+            executor=node_stats("chunk_executor", "clamp_policy: chunk executor"),
         )
         out.setdefault("timed_out", False)
     finally:
+        children.stop()
         if running is not None:
             running.stop()  # removes each node from its executor thread (joined) before destroying it
         executor.remove_node(probe)
@@ -627,6 +689,16 @@ def _policy_line(cfg: dict, build: dict, policy: str) -> str:
     )
 
 
+def _process_line(cl: dict) -> str:
+    """'sim, perception | inference | arm_driver, chunk_executor, probe': which nodes shared a process."""
+    from clamp_bringup.graph import build_graph
+
+    groups = [list(g) for g in cl.get("processes") or ()]
+    apart = {n for g in groups for n in g}
+    here = [n for n in build_graph("sim", "policy").names if n not in apart] + ["probe"]
+    return " | ".join(", ".join(g) for g in [*groups, here])
+
+
 def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timings: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cl = cfg["closed_loop"]
@@ -672,7 +744,8 @@ def write_report(cfg: dict, build: dict, episodes: list[dict], out: Path, timing
         "",
         f"**{n_ok} / {len(episodes)} episodes succeeded** ({summary['success_rate']:.0%}). Each episode: a fresh "
         f"bring-up of the sim profile's policy graph over DDS (clamp_sim -> perception -> inference -> chunk "
-        f"executor -> arm driver -> clamp_sim) with the episode's seed, then {cl['horizon_s']} s of sim time under "
+        f"executor -> arm driver -> clamp_sim; processes: {_process_line(cl)}) with the episode's seed, then "
+        f"{cl['horizon_s']} s of sim time under "
         f"the policy (or until /clamp_sim/success). Sim at x{rate} real time requested "
         f"(achieved: 'sim x real time' below), cameras "
         f"{cl['sim'].get('image_width')}x{cl['sim'].get('image_height')} at {cl['sim'].get('camera_hz')} Hz.",

@@ -52,3 +52,54 @@ def test_runner_prints_the_graph(capsys):
     out = capsys.readouterr().out
     assert "include interbotix_xsarm_control/launch/xsarm_control.launch.py" in out
     assert "node recorder: clamp_bringup.recorder_node:RecorderNode" in out
+
+
+@pytest.mark.timeout(180)
+def test_spawned_graph_part_runs_in_a_child_with_the_given_parameters(ros, tmp_path):
+    import subprocess
+    import sys
+
+    from clamp_bringup.runner import spawn_graph, stop_process
+    from clamp_core import rig
+    from sensor_msgs.msg import JointState
+
+    log = open(tmp_path / "child.log", "w+")
+    params = {"task": "place_cube", "seed": 3, "image_height": 48, "image_width": 64, "rate_factor": 1.0}
+    child = spawn_graph("sim", "policy", ["sim"], {"sim": params, "inference": {"checkpoint": "x"}}, log=log)
+    try:
+        msgs = ros.wait_for_messages(rig.joint_states_topic(rig.FOLLOWERS[0]), JointState, count=2, timeout=60)
+        assert len(msgs[0].position) > 0
+        assert child.poll() is None
+    finally:
+        code = stop_process(child)
+    log.seek(0)
+    printed = log.read()
+    assert code == 0, printed  # SIGINT is the runner's clean stop
+    assert "running ['sim']" in printed  # only the named node, from the one graph
+    assert "--set" in " ".join(child.args) and "sim.rate_factor=1.0" in child.args  # a float stays a float
+
+    # a child whose parent is gone stops by itself (a killed demo leaves nothing publishing on the domain)
+    script = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'clamp_bringup.run', '--profile', 'sim', '--mode', 'arms',"
+        " '--only', 'arm_driver', '--parent-pid', str(os.getpid())],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    orphan = int(parent.stdout.split()[0])
+    wait_until(lambda: not _alive(orphan), 60.0, "the orphaned runner to exit")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -6,6 +6,7 @@ python -m clamp_bringup.run --profile sim [--mode policy|teleop|record|arms] [--
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="NODE.PARAM=VALUE", help="parameter overrides")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
     ap.add_argument("--print", action="store_true", help="print the graph and exit")
+    ap.add_argument("--parent-pid", type=int, default=0, help="stop when this process (the one starting this) ends")
     a = ap.parse_args(argv)
     graph = build_graph(a.profile, a.mode)
     if a.print:
@@ -62,6 +64,8 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     while not stop.wait(0.2):
         if a.duration and time.monotonic() - t0 >= a.duration:
+            break
+        if a.parent_pid and os.getppid() != a.parent_pid:  # orphaned: never keep publishing on the domain
             break
     driver = running.nodes.get("arm_driver")
     if driver is not None:

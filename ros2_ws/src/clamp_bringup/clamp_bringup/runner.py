@@ -12,6 +12,11 @@ robot and `ros2 launch clamp_bringup aloha.launch.py`; here they are refused wit
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 from clamp_bringup.graph import Graph, NodeSpec
@@ -122,3 +127,42 @@ def start_graph(
         running.stop()
         raise
     return running
+
+
+def spawn_graph(profile: str, mode: str, only, overrides: dict[str, dict] | None = None, log=None) -> subprocess.Popen:
+    """Start the nodes `only` of the same graph in a child process (`python -m clamp_bringup.run`).
+
+    `ros2 launch` gives every node a process; here this spreads a graph over the cores instead of one
+    Python interpreter (whose GIL let the demo's one-process loop use a single core). The child stops
+    when its parent ends. Stop it with `stop_process`. `log`: a file for its output.
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "clamp_bringup.run",
+        "--profile",
+        profile,
+        "--mode",
+        mode,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    cmd += ["--only", *only]
+    sets = [f"{node}.{k}={json.dumps(v)}" for node, params in (overrides or {}).items() if node in only
+            for k, v in params.items()]  # fmt: skip
+    if sets:
+        cmd += ["--set", *sets]  # JSON values read back by yaml.safe_load: types survive (1.0 stays a float)
+    out = log if log is not None else subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGINT (the runner's clean stop), then SIGKILL after `timeout` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
