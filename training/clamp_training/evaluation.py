@@ -38,7 +38,7 @@ class EvalOptions:
     seed: int = 5000
     execute_steps: int = 10  # ticks between inferences (the inference node's replanning period)
     inference_steps: int = 10
-    samples: int = 1  # chunks drawn per inference and averaged (the inference node's num_samples)
+    samples: int = 0  # chunks drawn per inference and averaged; 0: the profile's, as the inference node
     image_size: tuple = (96, 128)  # rendered camera size (H, W): what the training demonstrations used
     profile: str = "sim"  # robot profile: executor settings and limits
     horizon: int = 0  # 0: the task's scripted horizon
@@ -114,6 +114,13 @@ class LivePolicy:
         if self.runner.history_length:
             o.action_history = np.repeat(np.asarray(o.state)[None], self.runner.history_length, 0)
         return o
+
+
+def profile_samples(profile: str) -> int:
+    """The profile's policy.inference.num_samples (1 when unset): what the inference node draws per chunk."""
+    from clamp_core.profile import load_profile
+
+    return int(((load_profile(profile).get("policy") or {}).get("inference") or {}).get("num_samples", 1))
 
 
 def _executor(profile: str):
@@ -213,7 +220,7 @@ def evaluate(policy_dir, task: str, opts: EvalOptions, out: Path | None = None, 
     from clamp_sim.scripted import make_scripted_policy
     from tqdm import tqdm
 
-    policy = LivePolicy(policy_dir, opts.inference_steps, opts.seed, opts.samples)
+    policy = LivePolicy(policy_dir, opts.inference_steps, opts.seed, opts.samples or profile_samples(opts.profile))
     horizon = int(opts.horizon) or make_scripted_policy(task).horizon
     reports = []
     t0 = time.perf_counter()
@@ -224,6 +231,7 @@ def evaluate(policy_dir, task: str, opts: EvalOptions, out: Path | None = None, 
             bar.set_postfix(ok=sum(r.success for r in reports))
     summary = summarize(task, reports, str(policy_dir))
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["samples"] = policy.runner.num_samples
     if out is not None:
         write_report(summary, reports, Path(out))
     return summary

@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed, help="first episode seed (unseen by training: >= 5000)")
     ap.add_argument("--execute-steps", type=int, default=d.execute_steps, help="ticks between inferences")
     ap.add_argument("--inference-steps", type=int, default=d.inference_steps, help="DDIM steps")
-    ap.add_argument("--samples", type=int, default=d.samples, help="chunks drawn per inference and averaged")
+    ap.add_argument(
+        "--samples", type=int, default=d.samples, help="chunks drawn per inference and averaged (0: the profile's)"
+    )
     ap.add_argument("--image-size", type=int, nargs=2, default=list(d.image_size), metavar=("H", "W"))
     ap.add_argument(
         "--horizon", type=int, default=d.horizon, help="control steps per episode (0: the task's scripted horizon)"
