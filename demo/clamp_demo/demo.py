@@ -397,7 +397,7 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
     import rclpy
     from clamp_bringup.graph import build_graph
     from clamp_bringup.runner import start_graph
-    from clamp_core.ros import NodeExecutors
+    from clamp_core.ros import NodeExecutors, freeze_startup_objects
     from rclpy.signals import SignalHandlerOptions
     from tqdm import tqdm
 
@@ -450,6 +450,7 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
         bringup = float(cl["bringup_timeout_s"])
         _wait(lambda: driver.core.state == "ready", bringup, "the arm driver at its start pose", no_callback_errors)
         _wait(lambda: log.views > 0, bringup, "/clamp/views from the perception node", no_callback_errors)
+        freeze_startup_objects()  # before the policy moves the arm: no 100-200 ms full collections here after
         for g in groups:
             if set(g) & set(policy_nodes):
                 children.spawn(g, overrides)

@@ -103,3 +103,21 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_objects_alive_after_start_up_are_out_of_the_collectors_reach():
+    import gc
+
+    from clamp_core.ros import freeze_startup_objects
+
+    before = len(gc.get_objects())  # what a full collection scans
+    freeze_startup_objects()
+    try:
+        assert gc.get_freeze_count() > 0
+        assert len(gc.get_objects()) < before / 10  # the start-up objects are frozen
+        garbage = [[]]
+        garbage[0].append(garbage)  # a cycle made later is still collected
+        del garbage
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()  # the rest of the test session as it was

@@ -12,6 +12,7 @@ import threading
 import time
 
 import yaml
+from clamp_core.ros import freeze_startup_objects
 
 from clamp_bringup.graph import MODES, build_graph
 from clamp_bringup.runner import RunnerError, start_graph
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
         running = start_graph(graph, skip=a.skip, only=a.only, overrides=_parse_set(a.set))
     except RunnerError as exc:
         raise SystemExit(f"error: {exc}") from None
+    freeze_startup_objects()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

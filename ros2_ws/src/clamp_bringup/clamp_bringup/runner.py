@@ -6,7 +6,9 @@
 Starts exactly the NodeSpecs of clamp_bringup.graph.build_graph (the graph the launch files
 launch), with the same parameters. Hardware nodes (xs_sdk, realsense2_camera, static TF) need the
 robot and `ros2 launch clamp_bringup aloha.launch.py`; here they are refused with that advice.
-`start_graph` is the same thing as a library call (tests use it).
+`start_graph` is the same thing as a library call (tests use it); `spawn_graph` starts some of the
+graph's nodes in a child process of their own (`python -m clamp_bringup.run --only ...`), so that a
+caller can spread a graph over processes as `ros2 launch` does (make demo's closed loop).
 """
 
 from __future__ import annotations
