@@ -402,9 +402,13 @@ def save_cloud_picture(path: Path, before: dict, after: dict, truth: dict | None
 
 # ------------------------------------------------------------------------------------ main
 def _spin(node):
-    from rclpy.executors import MultiThreadedExecutor
+    from clamp_core.ros import make_executor
 
-    ex = MultiThreadedExecutor(num_threads=3, context=node.context)
+    # the node's own executor (single-threaded: it has one callback group). A MultiThreadedExecutor's
+    # spin_once in this loop busy-spun: 54 s of CPU per minute in this thread, and on an idle 2-core
+    # machine the GIL it held between cores slowed the in-process clamp_sim to 0.12x real time (the
+    # --sim procedure took 305 s of wall time instead of 36 s, which it took pinned to one core)
+    ex = make_executor(node, node.context)
     ex.add_node(node)
     stop = threading.Event()
 
