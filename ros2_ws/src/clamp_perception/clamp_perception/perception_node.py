@@ -231,8 +231,11 @@ class PerceptionNode(Node):
             self._skip("bad_input", f"skipping frame at {group.stamp_ns / 1e9:.3f}s: {exc}")
             return
         stamp = ns_to_stamp(group.stamp_ns)
-        self.views_pub.publish(numpy_to_image(self.pipeline.tile(views), "32FC4", stamp, rig.WORLD_FRAME))
+        msg = numpy_to_image(self.pipeline.tile(views), "32FC4", stamp, rig.WORLD_FRAME)
+        # counted before it leaves, as the inference node does: a subscriber can then never have seen more
+        # views than `published` says (counted after, a test's subscription held the 2nd while this read 1)
         self.published += 1
+        self.views_pub.publish(msg)
         if self.publish_cloud and self.published % self.cloud_every == 1 % self.cloud_every:
             rgb = None
             if self.colour_cloud and self._attach_colours(frames, group):
