@@ -84,11 +84,16 @@ def load_demo_config(path: str | os.PathLike | None = None, overrides: dict | No
     from clamp_bringup.graph import build_graph
 
     names = [n for n in build_graph("sim", "policy").names if n != "arm_driver"]  # the demo watches the driver
-    apart = [n for g in cfg["closed_loop"].get("processes") or () for n in g]
+    apart = [n for g in process_groups(cfg["closed_loop"]) for n in g]
     if set(apart) - set(names) or len(apart) != len(set(apart)):
         raise DemoError(f"{p}: closed_loop.processes {apart}: each of {names} at most once")
     cfg["config_path"] = str(p)
     return cfg
+
+
+def process_groups(cl: dict) -> list[tuple[str, ...]]:
+    """closed_loop.processes: the groups of nodes that run in processes of their own."""
+    return [tuple(g) for g in cl.get("processes") or ()]
 
 
 def _resolve(path: str) -> Path:
@@ -427,7 +432,7 @@ def run_episode(policy_dir: Path, task: str, seed: int, cl: dict, progress: bool
     executor.add_node(probe)
     running, t_wall0 = None, time.monotonic()
     # nodes in processes of their own, as `ros2 launch` runs them (in one process every node shared one core)
-    groups = [tuple(g) for g in cl.get("processes") or ()]
+    groups = process_groups(cl)
     apart = {name for g in groups for name in g}
     policy_nodes = ("inference", "chunk_executor")
     children = _Children()
@@ -694,9 +699,9 @@ def _process_line(cl: dict) -> str:
     """'sim, perception | inference | arm_driver, chunk_executor, probe': which nodes shared a process."""
     from clamp_bringup.graph import build_graph
 
-    groups = [list(g) for g in cl.get("processes") or ()]
+    groups = process_groups(cl)
     apart = {n for g in groups for n in g}
-    here = [n for n in build_graph("sim", "policy").names if n not in apart] + ["probe"]
+    here = (*(n for n in build_graph("sim", "policy").names if n not in apart), "probe")
     return " | ".join(", ".join(g) for g in [*groups, here])
 
 

@@ -117,10 +117,12 @@ class LivePolicy:
 
 
 def profile_samples(profile: str) -> int:
-    """The profile's policy.inference.num_samples (1 when unset): what the inference node draws per chunk."""
-    from clamp_core.profile import load_profile
+    """Chunks the inference node draws per observation under `profile` (else the node's default)."""
+    from clamp_core.ros import load_profile_section
+    from clamp_policy.inference_node import DEFAULTS
 
-    return int(((load_profile(profile).get("policy") or {}).get("inference") or {}).get("num_samples", 1))
+    _, inference = load_profile_section(profile, "policy", "inference")
+    return int(inference.get("num_samples", DEFAULTS["num_samples"]))
 
 
 def _executor(profile: str):
