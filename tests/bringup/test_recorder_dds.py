@@ -128,6 +128,32 @@ def test_recorder_refuses_to_start_on_a_full_disk(ros, tmp_path, profile_path):
     assert not list(tmp_path.glob("episode_*"))
 
 
+def test_recorder_on_sim_time_waits_for_clock_before_starting(ros, tmp_path, profile_path):
+    # A recorder started before its /clock subscription has heard the simulator would write bag time 0
+    # for the first messages and sim time after: the bag-time rates were 8x too low in a fresh-clone run.
+    from rosgraph_msgs.msg import Clock
+
+    params = [Parameter(k, value=v) for k, v in _params(profile_path, tmp_path, use_sim_time=True).items()]
+    recorder = ros.add(RecorderNode(context=ros.context, parameter_overrides=params))
+    probe = ros.node("client")
+    res = _call(probe, "/recorder/start")
+    assert not res.success and "/clock" in res.message and "use_sim_time" in res.message
+    assert not list(tmp_path.glob("episode_*"))
+
+    clock = ros.publisher(Clock, "/clock")
+    clock_msg = Clock()
+    clock_msg.clock.sec = 5
+
+    def heard_clock():
+        clock.publish(clock_msg)
+        return recorder.get_clock().now().nanoseconds == 5_000_000_000
+
+    wait_until(heard_clock, 10.0, "the recorder's clock at the published /clock")
+    res = _call(probe, "/recorder/start")
+    assert res.success, res.message
+    assert _call(probe, "/recorder/discard").success
+
+
 def test_killed_recorder_keeps_everything_flushed(ros, ros_process, tmp_path, profile_path):
     out = tmp_path / "episodes"
     args = ["-m", "clamp_bringup.recorder_node", "--ros-args"]

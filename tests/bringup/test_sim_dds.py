@@ -173,6 +173,8 @@ def test_record_against_sim_then_replay_into_perception(ros, tmp_path):
         teleop = running.nodes["teleop"]
         wait_until(lambda: teleop.core.driver_state == "ready", 20.0, "teleop to see the driver ready")
         assert _call(client, "/teleop/start").success
+        recorder = running.nodes["recorder"]  # it refuses to start before its clock runs (it says so)
+        wait_until(lambda: recorder.get_clock().now().nanoseconds > 0, 20.0, "the recorder to hear /clock")
         res = _call(client, "/recorder/start")
         assert res.success, res.message
         sim = running.nodes["sim"]

@@ -8,7 +8,8 @@ at the start so every bag stands alone. Callbacks only queue: each episode has i
 thread (clamp_bringup.recorder.Episode) that writes zstd-compressed MCAP chunks (parameter
 `compression`: zstd|lz4|none) and flushes + fsyncs every flush_interval_s, so a crash or kill loses
 at most that tail. Refuses to start (and stops) when the disk is nearly full; a write error closes
-the episode as incomplete with one error logged. Status on /diagnostics.
+the episode as incomplete with one error logged. On sim time it refuses to start before it has heard
+/clock (its bag times would begin at 0). Status on /diagnostics.
 """
 
 from __future__ import annotations
@@ -165,6 +166,14 @@ class RecorderNode(Node):
         with self._lock:
             if self.episode is not None:
                 return False, f"already recording {self.episode.writer.bag_dir}"
+            if self._now_ns() == 0:  # sim time and no /clock heard yet: the first bag times would be 0
+                reason = (
+                    "not starting an episode: no /clock received yet (this recorder runs on sim time, "
+                    "use_sim_time true). Start what publishes /clock (clamp_sim, a bag played with --clock) "
+                    "and try again, or set use_sim_time false on a real robot"
+                )
+                self.get_logger().error(reason)
+                return False, reason
             try:
                 check_disk(self.out_dir, self.min_free_gb)
             except DiskTooFull as exc:
