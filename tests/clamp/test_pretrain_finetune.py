@@ -175,6 +175,31 @@ def test_finetune_keeps_the_pretrained_encoder_frozen(pretrained, tmp_path):
     assert not json.loads((out2 / "summary.json").read_text())["encoder_unchanged"]
 
 
+def test_finetune_can_start_the_policy_from_the_pretrained_one(pretrained):
+    # CLAMP fine-tunes the diffusion policy pretrained jointly with the encoders (finetune.init_policy);
+    # a policy of another architecture is refused, naming the tensors that differ
+    from clamp_policy.models import load_policy
+    from clamp_training.config import build_config
+    from clamp_training.stages import NORMALISATION, FinetuneStage, StageError
+
+    run, data, _ = pretrained
+    pre = load_policy(run / "policy")
+    # as pretrained: no task token (the pretrain stage conditions on no task; auto would add one here)
+    same = {"stage": "finetune", "policy": pre.cfg.to_dict(), "task_conditioning": "none", "threads": 1}
+    same["finetune"] = {"clamp_checkpoint": str(run), "init_policy": True}
+    stage = FinetuneStage(build_config(None, None, same), [str(data)], progress=False)
+    theirs = pre.state_dict()
+    mine = stage.model.state_dict()
+    assert stage.info["policy_initialised"] == len(theirs) - len(NORMALISATION)
+    for k, v in mine.items():
+        if k not in NORMALISATION:
+            assert torch.equal(v, theirs[k]), k
+
+    other = {"stage": "finetune", "finetune": {"clamp_checkpoint": str(run), "init_policy": True}}
+    with pytest.raises(StageError, match=r"not the fine-tuning config's policy \(.*of another shape \(e.g. .* in the checkpoint, .* here.*init_policy: false"):
+        FinetuneStage(build_config(None, None, other), [str(data)], progress=False)  # d_model 64, not 32
+
+
 def test_bad_inputs_name_the_problem(tmp_path):
     from clamp_training.clamp_checkpoint import build_clamp_model
     from clamp_training.train import build_config, train

@@ -43,6 +43,10 @@ class FinetuneConfig:
     # frozen encoder: compute its tokens once per camera frame of the data before training (RAM: frames x
     # tokens x width x 4 bytes, within cache_gb) instead of running it on every sample's views
     cache_tokens: bool = True
+    # start every other weight of the policy from the checkpoint's pretrained policy (CLAMP's fine-tuning:
+    # the diffusion policy pretrained jointly with the encoders, adapted to the new task) instead of from
+    # scratch; needs the checkpoint's policy architecture (its config's policy: section)
+    init_policy: bool = False
 
 
 @dataclass

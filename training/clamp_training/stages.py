@@ -7,7 +7,8 @@ trains, the samples it reads, its loss, and what it leaves in the run directory 
              RUN/clamp/ (the CLAMP checkpoint, EMA weights) and the held-out retrieval accuracy.
   finetune   the config's policy (rgb, head, noise, ... everything in `policy:`) with the image encoder of
              a CLAMP checkpoint (finetune.clamp_checkpoint): its encoder config and weights, frozen (eval
-             mode, bit-identical at the end); everything else is trained from scratch. The frozen encoder's
+             mode, bit-identical at the end); everything else is trained from scratch, or, with
+             finetune.init_policy, from the checkpoint's pretrained policy (same architecture). The frozen encoder's
              tokens are computed once per camera frame of the data and kept in RAM (`finetune.cache_tokens`).
              A dataset whose views or action layout differ from the checkpoint's is refused first.
 
@@ -354,6 +355,36 @@ def encode_frames(policy, episodes, progress: bool = False, block: int = 32, max
     return out
 
 
+NORMALISATION = ("state_mean", "state_std", "action_min", "action_max", "view_mean", "view_std")
+
+
+def init_from_pretrained(policy, pre, init: Path) -> int:
+    """Load every weight of `policy` from the pretrained policy `pre` (normalisation excepted: it is the
+    new data's); refuses, naming the differences, when the two architectures differ. Returns the number
+    of tensors loaded."""
+    mine = {k: v for k, v in policy.state_dict().items() if k not in NORMALISATION}
+    theirs = {k: v for k, v in pre.state_dict().items() if k not in NORMALISATION}
+    shapes = [
+        f"{k} {tuple(theirs[k].shape)} in the checkpoint, {tuple(mine[k].shape)} here"
+        for k in sorted(set(mine) & set(theirs))
+        if mine[k].shape != theirs[k].shape
+    ]
+    kinds = (
+        ("missing in the checkpoint", sorted(set(mine) - set(theirs))),
+        ("not in this policy", sorted(set(theirs) - set(mine))),
+        ("of another shape", shapes),
+    )
+    problems = [f"{len(names)} tensors {what} (e.g. {'; '.join(names[:3])})" for what, names in kinds if names]
+    if problems:
+        raise StageError(
+            f"finetune.init_policy: the policy of {init} is not the fine-tuning config's policy ({', '.join(problems)}). Give "
+            "the fine-tuning config the checkpoint's policy: section (its config.json), pretrain with this one, "
+            "or set finetune.init_policy: false to train the policy from scratch around the frozen encoder"
+        )
+    policy.load_state_dict(theirs, strict=False)
+    return len(theirs)
+
+
 class FinetuneStage(Stage):
     """The config's policy with a CLAMP checkpoint's frozen image encoder (see the module doc)."""
 
@@ -395,6 +426,8 @@ class FinetuneStage(Stage):
         self.cfg = dataclasses.replace(cfg, policy=pcfg.validate())
         policy = DiffusionPolicy(self.cfg.policy)
         policy.image_encoder.load_state_dict(pre.image_encoder.state_dict(), strict=True)
+        if ft.init_policy:
+            self.info["policy_initialised"] = init_from_pretrained(policy, pre, init)
         stats = policy_stats(dataset_stats(self.datasets))
         # the encoder sees views as in pretraining: the checkpoint's view normalisation (the 3D encoder
         # reads metric views and ignores it); state and action statistics are the new data's
