@@ -196,7 +196,11 @@ def test_finetune_can_start_the_policy_from_the_pretrained_one(pretrained):
             assert torch.equal(v, theirs[k]), k
 
     other = {"stage": "finetune", "finetune": {"clamp_checkpoint": str(run), "init_policy": True}}
-    with pytest.raises(StageError, match=r"not the fine-tuning config's policy \(.*of another shape \(e.g. .* in the checkpoint, .* here.*init_policy: false"):
+    with pytest.raises(
+        StageError,
+        match=r"not the fine-tuning config's policy \(.*of another shape \(e.g. .* in the checkpoint, .* here"
+        r".*init_policy: false",
+    ):
         FinetuneStage(build_config(None, None, other), [str(data)], progress=False)  # d_model 64, not 32
 
 

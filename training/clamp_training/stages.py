@@ -377,9 +377,10 @@ def init_from_pretrained(policy, pre, init: Path) -> int:
     problems = [f"{len(names)} tensors {what} (e.g. {'; '.join(names[:3])})" for what, names in kinds if names]
     if problems:
         raise StageError(
-            f"finetune.init_policy: the policy of {init} is not the fine-tuning config's policy ({', '.join(problems)}). Give "
-            "the fine-tuning config the checkpoint's policy: section (its config.json), pretrain with this one, "
-            "or set finetune.init_policy: false to train the policy from scratch around the frozen encoder"
+            f"finetune.init_policy: the policy of {init} is not the fine-tuning config's policy "
+            f"({', '.join(problems)}). Give the fine-tuning config the checkpoint's policy: section "
+            "(its config.json), pretrain with this one, or set finetune.init_policy: false to train "
+            "the policy from scratch around the frozen encoder"
         )
     policy.load_state_dict(theirs, strict=False)
     return len(theirs)
