@@ -115,6 +115,13 @@ def test_chunk_dataset_items_and_cache_equivalence(dataset):
     i = 40
     assert torch.equal(cached[i]["views"], pool_views(plain[i]["views"], 32))
     assert torch.equal(cached[i]["actions"], plain[i]["actions"])
+    # a cache budget that holds only the first episode: the other's items are pooled when read, the same
+    # size and values (a pretraining run beyond cache_gb mixed 64 px and 224 px views in one batch)
+    one = cached._cache[0].numel() * 4
+    part = ChunkDataset([dataset], chunk_length=50, view_cache_size=32, cache_bytes=one, progress=False)
+    assert list(part._cache) == [0]
+    for j in (i, len(plain) - 1):
+        assert torch.equal(part[j]["views"], pool_views(plain[j]["views"], 32)), j
 
 
 def test_missing_topic_names_the_bag_and_topic(tmp_path):

@@ -283,7 +283,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         )
         self.tasks = sorted({e.task for e in self.episodes})
         self._cache: dict[int, torch.Tensor] = {}
-        if self.use_views and view_cache_size:
+        self._view_size = view_cache_size if self.use_views else None
+        if self._view_size:
             self._build_cache(view_cache_size, cache_bytes, progress)
 
     def _build_cache(self, size: int, cache_bytes: float, progress: bool) -> None:
@@ -327,7 +328,9 @@ class ChunkDataset(torch.utils.data.Dataset):
             if cached is not None:
                 item["views"] = cached[f]
             else:
-                item["views"] = torch.from_numpy(np.asarray(ep.views[f], dtype=np.float32))
+                views = torch.from_numpy(np.asarray(ep.views[f], dtype=np.float32))
+                # beyond the cache budget: pooled per item, so every item has the cached episodes' size
+                item["views"] = pool_views(views, self._view_size) if self._view_size else views
         return item
 
 
