@@ -87,7 +87,7 @@ def test_finetune_trains_the_configs_policy_around_the_shipped_frozen_encoder(da
     # the architecture is the config's (colour cameras, MLP head, width) with the checkpoint's encoder
     assert post.cfg.image_encoder == pre.cfg.image_encoder and pre.cfg.image_encoder.type == "clamp_vit3d"
     assert post.cfg.rgb.cameras == CAMERAS and post.cfg.head == "mlp" and post.cfg.d_model == 32
-    assert pre.cfg.head == "transformer" and not pre.cfg.rgb.cameras
+    assert post.cfg.d_model != pre.cfg.d_model  # trained from scratch around the encoder (init_policy off)
     assert params_digest(post.image_encoder) == params_digest(pre.image_encoder) == summary["encoder_digest"]
     assert tuple(post.image_proj.weight.shape) == (32, pre.cfg.image_encoder.dim)
     encoder_tensors = len(list(pre.image_encoder.parameters()))
@@ -187,6 +187,9 @@ def test_a_relative_checkpoint_path_resolves_from_the_working_directory_then_the
 
 
 def test_the_cpu_recipe_is_the_grounded_recipe_plus_the_shipped_encoder():
+    import dataclasses
+
+    from clamp_policy.models import load_policy
     from clamp_training.stages import resolve_init
     from clamp_training.train import build_config
 
@@ -199,3 +202,14 @@ def test_the_cpu_recipe_is_the_grounded_recipe_plus_the_shipped_encoder():
     clamp_doc, rgb_doc = (yaml.safe_load(f.read_text()) for f in (clamp_file, rgb_file))
     assert clamp_doc["policy"] == rgb_doc["policy"], "sync finetune_clamp_cpu.yaml's policy: with finetune_rgb_cpu.yaml"
     assert build_config("default", str(rgb_file)).policy == cfg.policy
+    # ...and the shipped checkpoint was pretrained with that policy around its encoder, so fine-tuning starts
+    # from all of it (init_policy): pretrain_cpu.yaml, the checkpoint's config and this one agree
+    pre_doc = yaml.safe_load((REPO / "training" / "configs" / "pretrain_cpu.yaml").read_text())
+
+    def but_encoder(policy):
+        return {k: v for k, v in policy.items() if k != "image_encoder"}
+
+    assert but_encoder(pre_doc["policy"]) == but_encoder(rgb_doc["policy"])
+    assert cfg.finetune.init_policy
+    shipped = load_policy(SHIPPED / "policy").cfg
+    assert dataclasses.replace(shipped, image_encoder=cfg.policy.image_encoder) == cfg.policy

@@ -55,8 +55,9 @@ class ClampDataset(torch.utils.data.Dataset):
         return item
 
 
-def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cache_bytes: float = 4e9):
-    """ChunkDataset over the given converted datasets with views pooled (once) to the model's size."""
+def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cache_bytes: float = 4e9, rgb_cameras=()):
+    """ChunkDataset over the given converted datasets with views pooled to the model's size (once, into
+    RAM, as far as `cache_bytes` goes; the rest when read), and the policy's colour cameras."""
     from .dataset import ChunkDataset
 
     return ChunkDataset(
@@ -67,6 +68,7 @@ def open_clamp_data(roots, chunk_length: int, history: int, view_size: int, cach
         view_cache_size=view_size,
         cache_bytes=cache_bytes,
         progress=False,
+        rgb_cameras=rgb_cameras,
     )
 
 

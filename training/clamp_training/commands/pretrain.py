@@ -178,7 +178,15 @@ def _reference(model, cfg, data: list[str], out: Path) -> dict:
     from clamp_training.dataset import split_episodes
 
     pcfg = model.policy.cfg
-    base = open_clamp_data(data, pcfg.chunk_length, model.history, pcfg.image_encoder.view_size)
+    # four samples: pooled when read, not the whole data into RAM first
+    base = open_clamp_data(
+        data,
+        pcfg.chunk_length,
+        model.history,
+        pcfg.image_encoder.view_size,
+        cache_bytes=0,
+        rgb_cameras=pcfg.rgb.cameras,
+    )
     ds = ClampDataset(
         base, None, {"position_bins": cfg.prompt.position_bins, "progress_bins": cfg.prompt.progress_bins}
     )
@@ -186,8 +194,10 @@ def _reference(model, cfg, data: list[str], out: Path) -> dict:
     rows = rows if len(rows) else np.arange(len(base.index))
     pick = rows[np.linspace(0, len(rows) - 1, REFERENCE_SAMPLES).astype(int)]
     batch = collate([ds[int(i)] for i in pick])
-    inputs = {
-        k: v.float().contiguous() for k, v in batch.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+    inputs = {  # colour images stay uint8, as the cameras send them
+        k: (v.float() if v.is_floating_point() else v).contiguous()
+        for k, v in batch.items()
+        if isinstance(v, torch.Tensor)
     }
     outputs = {k: v.float().contiguous() for k, v in reference_outputs(model, batch).items()}
     strings = {k: list(v) for k, v in batch.items() if isinstance(v, list) and v and isinstance(v[0], str)}
@@ -246,12 +256,14 @@ def _card(d: Path, command, demos, cfg, meta, summary, ref, sums) -> str:
     held = summary.get("held_out_episodes")
     p = cfg.policy
     lines = [
-        "# CLAMP CPU checkpoint (`clamp_small` architecture)",
+        "# CLAMP CPU checkpoint",
         "",
         "A CLAMP model pretrained by this repository's one training pipeline (stage `pretrain`): the 3D-aware",
         "image encoder of the diffusion policy, the action-history and text encoders, trained with the",
         "three-way sigmoid contrastive loss jointly with the diffusion-policy loss. The demo's task",
         "(place_cube) is not in its data: fine-tuning on it is the few-shot transfer CLAMP is about.",
+        f"The policy: colour cameras {list(p.rgb.cameras) or 'none'}, the 3D encoder's tokens, the state; "
+        f"{p.head} denoiser, actions {p.action_frame}, {p.prediction_type} prediction.",
         "",
         "- `clamp/`: the whole CLAMP model (EMA weights; `clamp_training.clamp_checkpoint.load_clamp`)",
         "- `policy/`: the pretrained diffusion policy with its CLAMP image encoder (`load_policy`);",
