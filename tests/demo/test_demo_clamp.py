@@ -1,6 +1,6 @@
 """`make demo`'s option to fine-tune the shipped CLAMP checkpoint (demo.yaml: data.views true, train.config
-a finetune recipe): scripted demonstrations converted with the views -> stage finetune around the frozen
-encoder of models/clamp_cpu -> export, with --build-only; the built policy (views + colour + state) then
+a finetune recipe): scripted demonstrations converted with the views -> stage finetune from the pretrained
+policy of models/clamp_cpu, its encoder frozen -> export, with --build-only; the built policy (views + colour + state) then
 runs one short closed-loop episode over real DDS. The checkpoint's weights are part of the build key; a
 finetune recipe without views in the data is refused before any demonstration is generated."""
 
@@ -35,9 +35,8 @@ def clamp_demo_config(tmp_path, checkpoint: str = "models/clamp_cpu") -> dict:
     recipe = yaml.safe_load((REPO / "training" / "configs" / "finetune_clamp_cpu.yaml").read_text())
     recipe.update(steps=4, epochs=0, batch_size=8, log_every=1, ckpt_every=4, warmup_steps=2)
     recipe["finetune"]["clamp_checkpoint"] = checkpoint  # relative: from the repository root
-    recipe["policy"].update(d_model=32, nhead=2, encoder_layers=1, ff_dim=64, head_width=64, head_blocks=1)
-    recipe["policy"].update(train_timesteps=20, inference_steps=2)
-    recipe["policy"]["rgb"].update(size=[24, 32], channels=16, keypoints=8)
+    # the shipped checkpoint's own policy (init_policy starts from all of it), sampled in 2 DDIM steps
+    recipe["policy"].update(inference_steps=2)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     cfg["train"] = {"config": str(tmp_path / "recipe.yaml"), "overrides": {}}
     cl = cfg["closed_loop"]
@@ -66,6 +65,7 @@ def test_demo_fine_tunes_the_shipped_checkpoint_and_runs_it_over_dds(tmp_path, s
     assert summary["encoder_unchanged"] and summary["token_cache"] and summary["steps"] == 4
     policy, shipped = load_policy(policy_dir), load_policy(SHIPPED / "policy")
     assert params_digest(policy.image_encoder) == params_digest(shipped.image_encoder)
+    assert summary["policy_initialised"] > 0  # every other weight started from the pretrained policy
     assert policy.cfg.rgb.cameras == ["cam_high", "cam_low"] and policy.cfg.head == "mlp"
 
     # the closed loop over DDS: perception's views and the cameras' colour reach the policy
