@@ -1,8 +1,8 @@
 """`make demo`'s option to fine-tune the shipped CLAMP checkpoint (demo.yaml: data.views true, train.config
 a finetune recipe): scripted demonstrations converted with the views -> stage finetune from the pretrained
-policy of models/clamp_cpu, its encoder frozen -> export, with --build-only; the built policy (views + colour + state) then
-runs one short closed-loop episode over real DDS. The checkpoint's weights are part of the build key; a
-finetune recipe without views in the data is refused before any demonstration is generated."""
+policy of models/clamp_cpu, its encoder frozen -> export, with --build-only; the built policy (views +
+colour + state) then runs one short closed-loop episode over real DDS. The checkpoint's weights are part of
+the build key; a finetune recipe without views in the data is refused before any demonstration is generated."""
 
 from __future__ import annotations
 
