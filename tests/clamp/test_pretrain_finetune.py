@@ -179,8 +179,9 @@ def test_finetune_can_start_the_policy_from_the_pretrained_one(pretrained):
     # CLAMP fine-tunes the diffusion policy pretrained jointly with the encoders (finetune.init_policy);
     # a policy of another architecture is refused, naming the tensors that differ
     from clamp_policy.models import load_policy
+    from clamp_policy.models.diffusion_policy import NORM_KEYS
     from clamp_training.config import build_config
-    from clamp_training.stages import NORMALISATION, FinetuneStage, StageError
+    from clamp_training.stages import FinetuneStage, StageError
 
     run, data, _ = pretrained
     pre = load_policy(run / "policy")
@@ -190,9 +191,9 @@ def test_finetune_can_start_the_policy_from_the_pretrained_one(pretrained):
     stage = FinetuneStage(build_config(None, None, same), [str(data)], progress=False)
     theirs = pre.state_dict()
     mine = stage.model.state_dict()
-    assert stage.info["policy_initialised"] == len(theirs) - len(NORMALISATION)
+    assert stage.info["policy_initialised"] == len(theirs) - len(NORM_KEYS)
     for k, v in mine.items():
-        if k not in NORMALISATION:
+        if k not in NORM_KEYS:
             assert torch.equal(v, theirs[k]), k
 
     other = {"stage": "finetune", "finetune": {"clamp_checkpoint": str(run), "init_policy": True}}

@@ -581,10 +581,8 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
         held = episode_datasets(held_task, max(ft["demos"]), int(d["heldout_seed"]), progress=progress, **common)
     if cfg["pretrained"]:
         pre_summary = {"pretrained": str(pre_policy)}
-        for f in ("retrieval.json",):
-            g = pre_policy.parent / f
-            if g.is_file():
-                pre_summary["retrieval"] = json.loads(g.read_text())
+        if (pre_policy.parent / "retrieval.json").is_file():
+            pre_summary["retrieval"] = json.loads((pre_policy.parent / "retrieval.json").read_text())
         if (pre_policy.parent / "loss.png").is_file():
             shutil.copy(pre_policy.parent / "loss.png", out / "pretrain_curves.png")
     else:

@@ -355,15 +355,14 @@ def encode_frames(policy, episodes, progress: bool = False, block: int = 32, max
     return out
 
 
-NORMALISATION = ("state_mean", "state_std", "action_min", "action_max", "view_mean", "view_std")
-
-
 def init_from_pretrained(policy, pre, init: Path) -> int:
     """Load every weight of `policy` from the pretrained policy `pre` (normalisation excepted: it is the
     new data's); refuses, naming the differences, when the two architectures differ. Returns the number
     of tensors loaded."""
-    mine = {k: v for k, v in policy.state_dict().items() if k not in NORMALISATION}
-    theirs = {k: v for k, v in pre.state_dict().items() if k not in NORMALISATION}
+    from clamp_policy.models.diffusion_policy import NORM_KEYS
+
+    mine = {k: v for k, v in policy.state_dict().items() if k not in NORM_KEYS}
+    theirs = {k: v for k, v in pre.state_dict().items() if k not in NORM_KEYS}
     shapes = [
         f"{k} {tuple(theirs[k].shape)} in the checkpoint, {tuple(mine[k].shape)} here"
         for k in sorted(set(mine) & set(theirs))
