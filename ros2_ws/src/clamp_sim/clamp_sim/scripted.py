@@ -340,7 +340,7 @@ class TransferCubePolicy(ScriptedPolicy):
     # which the handover still succeeds (measured with this demonstrator, 6-10 seeds per offset: x from
     # -3.5 to +4.5 cm, y +-1.5 cm, z -0.5 to +2.5 cm), so a learned policy's grasp 1-2 cm off still
     # holds. The previous -3.5 cm in x sat on the edge: 1 cm shallower or lower failed every seed.
-    take_offset = np.array([-0.01, 0.0, 0.01])
+    take_offset = np.array([0.0, 0.0, 0.01])
 
     def plan(self, obs):
         cube = _obj(obs, "red cube")
@@ -365,8 +365,9 @@ class TransferCubePolicy(ScriptedPolicy):
         left = [
             Waypoint(0, lp, lR, 1.0),
             Waypoint(200, m + [-0.15, 0, 0], meet_l, 1.0),
-            Waypoint(260, take, meet_l, 1.0),
-            Waypoint(285, take, meet_l, 0.0),
+            Waypoint(245, take, meet_l, 1.0),
+            Waypoint(270, take, meet_l, 1.0),  # still at the cube before closing: a learned arm lags
+            Waypoint(290, take, meet_l, 0.0),
             Waypoint(330, take, meet_l, 0.0),
             Waypoint(380, m + [-0.1, 0, 0], meet_l, 0.0),
         ]
@@ -375,9 +376,9 @@ class TransferCubePolicy(ScriptedPolicy):
     def correct(self, obs):
         # The left arm goes to where the cube actually is once the right arm holds it at the meet point.
         t = self.warp.inverse(int(obs.get("step", self.step_count)))
-        if 200 <= t < 285:
+        if 200 <= t < 290:
             cube = _obj(obs, "red cube")
-            for wp in self.waypoints["follower_left"][2:5]:
+            for wp in self.waypoints["follower_left"][2:6]:
                 wp.pos = cube + self.take_offset
             return True
         return False
