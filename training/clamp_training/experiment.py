@@ -581,8 +581,9 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
         held = episode_datasets(held_task, max(ft["demos"]), int(d["heldout_seed"]), progress=progress, **common)
     if cfg["pretrained"]:
         pre_summary = {"pretrained": str(pre_policy)}
-        if (pre_policy.parent / "retrieval.json").is_file():
-            pre_summary["retrieval"] = json.loads((pre_policy.parent / "retrieval.json").read_text())
+        retrieval = pre_policy.parent / "retrieval.json"
+        if retrieval.is_file():
+            pre_summary["retrieval"] = json.loads(retrieval.read_text())
         if (pre_policy.parent / "loss.png").is_file():
             shutil.copy(pre_policy.parent / "loss.png", out / "pretrain_curves.png")
     else:

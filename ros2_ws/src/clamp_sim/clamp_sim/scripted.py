@@ -351,24 +351,28 @@ class TransferCubePolicy(ScriptedPolicy):
         meet_l = _rot(np.array([1.0, 0.0, 0.0]), roll=np.pi / 2)
         above, at = cube + [0.0, 0.0, 0.08], cube + [0.0, 0.0, 0.005]
         m = self.meet
+        hold = m + [0.02, 0, 0]  # the right grasp point, holding the cube at the meet point
         right = [
             Waypoint(0, rp, rR, 1.0),
             Waypoint(80, above, pick, 1.0),
             Waypoint(120, at, pick, 1.0),
             Waypoint(140, at, pick, 0.0),
-            Waypoint(210, m + [0.02, 0, 0], meet_r, 0.0),
-            Waypoint(300, m + [0.02, 0, 0], meet_r, 0.0),
-            Waypoint(320, m + [0.02, 0, 0], meet_r, 1.0),
+            Waypoint(210, hold, meet_r, 0.0),
+            Waypoint(300, hold, meet_r, 0.0),
+            Waypoint(320, hold, meet_r, 1.0),
             Waypoint(370, m + [0.15, 0, 0.05], meet_r, 1.0),
         ]
-        take = m + [0.02, 0, 0] + self.take_offset  # the cube sits at the right arm's grasp point
-        left = [
-            Waypoint(0, lp, lR, 1.0),
-            Waypoint(200, m + [-0.15, 0, 0], meet_l, 1.0),
+        take = hold + self.take_offset  # planned where the right grasp point holds the cube
+        self.at_cube = [  # the left arm's waypoints at the cube: `correct` moves them to where it is
             Waypoint(245, take, meet_l, 1.0),
             Waypoint(270, take, meet_l, 1.0),  # still at the cube before closing: a learned arm lags
             Waypoint(290, take, meet_l, 0.0),
             Waypoint(330, take, meet_l, 0.0),
+        ]
+        left = [
+            Waypoint(0, lp, lR, 1.0),
+            Waypoint(200, m + [-0.15, 0, 0], meet_l, 1.0),
+            *self.at_cube,
             Waypoint(380, m + [-0.1, 0, 0], meet_l, 0.0),
         ]
         return {"follower_left": left, "follower_right": right}
@@ -378,7 +382,7 @@ class TransferCubePolicy(ScriptedPolicy):
         t = self.warp.inverse(int(obs.get("step", self.step_count)))
         if 200 <= t < 290:
             cube = _obj(obs, "red cube")
-            for wp in self.waypoints["follower_left"][2:6]:
+            for wp in self.at_cube:
                 wp.pos = cube + self.take_offset
             return True
         return False
