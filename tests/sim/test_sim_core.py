@@ -9,6 +9,7 @@ import mujoco
 import numpy as np
 import pytest
 from clamp_core import rig
+from clamp_core.profile import load_profile, workspace_guard
 from clamp_sim.aloha_sim import AlohaSim
 from clamp_sim.evaluation import run_episode
 from clamp_sim.scripted import make_scripted_policy
@@ -41,21 +42,30 @@ def _disturb(sim: AlohaSim) -> None:
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_scripted_policy_succeeds_settled_and_do_nothing_fails(task):
     """The demonstrator succeeds; success comes only after the goal configuration has held at rest
-    for SETTLE_S, and is gone as soon as the configuration breaks (no latch), for every task."""
+    for SETTLE_S, and is gone as soon as the configuration breaks (no latch), for every task. Its
+    commands pass the robot's workspace guard with a margin: a learned policy imitates them 1-2 cm
+    off, and a chunk the guard refuses holds the arm where it is (transfer_cube's handover brought
+    the grippers 2.5-3 cm apart, under the guard's 3 cm, and learned left arms stopped short)."""
     sim = AlohaSim(task, image_size=(48, 64))
     policy = make_scripted_policy(task)
+    guard = workspace_guard(load_profile("aloha"))  # the stricter profile: a real table's clearance
     settle_steps = round(SETTLE_S * rig.CONTROL_HZ)
     for seed in (3, 11):
-        goal_steps, stages, best = [], [], []
+        goal_steps, stages, best, gaps, refused = [], [], [], [], []
 
-        def record(s, t, a, f, goal_steps=goal_steps, stages=stages, best=best):
+        def record(s, t, a, f, goal_steps=goal_steps, stages=stages, best=best, gaps=gaps, refused=refused):
             if s.task.current_progress >= GOAL:
                 goal_steps.append(t)
             stages.append(s.task.current_progress)
             best.append(s.task.progress)
+            left, right = (guard.points(a)[arm] for arm in rig.FOLLOWERS)
+            gaps.append(np.linalg.norm(left[:, None] - right[None], axis=-1).min())
+            refused.extend([f"step {t}: {why}"] if (why := guard.violation(a)) else [])
 
         r = run_episode(sim, policy, seed, policy.horizon, render_every=None, on_step=record, stop_on_success=True)
         assert r.success, f"{task} seed {seed}: scripted demo failed (progress {r.progress})"
+        assert not refused, f"{task} seed {seed}: {len(refused)} commands the workspace guard refuses: {refused[:2]}"
+        assert min(gaps) >= guard.min_gripper_distance_m + 0.015, (task, seed, min(gaps))
         # progress for the text prompts: passes through intermediate stages, the best never drops
         assert len({p for p in stages if 0 < p < GOAL}) >= 2 and np.all(np.diff(best) >= 0), sorted(set(stages))
         assert r.success_step is not None and r.success_step < policy.horizon and r.progress == 1.0
@@ -264,14 +274,15 @@ def test_the_scripted_grasp_closes_with_the_grasp_point_on_the_cube():
     assert at_close["ee"] > 0.03, at_close  # the frame the metric used before: not where objects are held
 
 
-SHIFTS = [(-0.02, 0, 0), (0.02, 0, 0), (0, -0.01, 0), (0, 0.01, 0), (0, 0, -0.01), (0, 0, 0.01)]
+SHIFTS = [(-0.015, 0, 0), (0.015, 0, 0), (0, -0.01, 0), (0, 0.01, 0), (0, 0, -0.01), (0, 0, 0.01)]
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_the_handover_holds_with_the_taking_grasp_off_by_a_learned_policys_error(shift, monkeypatch):
-    """transfer_cube's left arm takes the cube at the middle of the offsets that still hold it, so a
-    policy whose grasp lands 1-2 cm off (the place_cube recipe's reach error is ~1.7 cm) can still
-    succeed. The demonstrator aimed at the edge before: 1 cm shallower or lower failed every seed."""
+    """transfer_cube's left arm takes the cube in the middle of the offsets that hold it and that the
+    workspace guard allows, so a policy whose grasp lands 1-2 cm off (the place_cube recipe's reach
+    error is ~1.7 cm) can still succeed. The demonstrator aimed at the edge before: 1 cm shallower or
+    lower failed every seed."""
     from clamp_sim.scripted import TransferCubePolicy
 
     monkeypatch.setattr(TransferCubePolicy, "take_offset", TransferCubePolicy.take_offset + np.array(shift))
