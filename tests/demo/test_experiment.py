@@ -122,3 +122,18 @@ def test_experiment_config_errors_name_the_fix(tmp_path):
     assert pretrained_policy("models/clamp_cpu", "place_cube").name == "policy"
     with pytest.raises(ExperimentError, match="not held out"):
         pretrained_policy("models/clamp_cpu", "transfer_cube")
+
+
+def test_the_cache_keys_cover_the_code_that_makes_the_data():
+    """The episode cache is keyed by the code that makes it: every listed file exists (a listed file
+    that is not there was silently hashed as a constant: clamp_core's rig and episode_bag were
+    looked for under clamp_perception), and so every module that writes or converts a demonstration."""
+    from clamp_training.experiment import code_files
+
+    for group in ("data", "train"):
+        files = code_files(group)
+        assert files and all(f.is_file() for f in files), [str(f) for f in files if not f.is_file()]
+    names = {f"{f.parent.name}/{f.name}" for f in code_files("data")}
+    for module in ("clamp_sim/demonstrations.py", "clamp_sim/scripted.py", "clamp_core/episode_bag.py"):
+        assert module in names, sorted(names)
+    assert "clamp_core/rig.py" in names and "clamp_training/convert.py" in names

@@ -133,8 +133,10 @@ def code_files(group: str) -> list[Path]:
     if group == "data":
         from clamp_perception.pipeline import default_config_path
 
-        files = [sim / f"{m}.py" for m in ("aloha_sim", "tasks", "scripted", "generate", "evaluate")]
-        files += [per / f"{m}.py" for m in ("pipeline", "fusion", "render", "rig", "transforms", "episode_bag")]
+        sim_modules = ("aloha_sim", "tasks", "scripted", "demonstrations", "evaluation", "generate")
+        files = [sim / f"{m}.py" for m in sim_modules]
+        files += [per / f"{m}.py" for m in ("pipeline", "fusion", "render", "transforms", "sync")]
+        files += [_module_dir("clamp_core") / f"{m}.py" for m in ("rig", "episode_bag")]
         return [*files, default_config_path(), tr / "convert.py", tr / "dataset.py"]
     if group == "train":
         models = _module_dir("clamp_policy") / "models"
@@ -149,7 +151,7 @@ def code_digest(group: str) -> str:
     h = hashlib.sha256()
     for f in code_files(group):
         h.update(f.name.encode())
-        h.update(f.read_bytes() if f.is_file() else b"<missing>")
+        h.update(f.read_bytes())  # a listed file that is gone is an error here, not a silent constant
     return h.hexdigest()[:12]
 
 
