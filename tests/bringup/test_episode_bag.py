@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 from clamp_core import rig
-from clamp_core.episode_bag import EpisodeBagError, EpisodeReader, EpisodeWriter
+from clamp_core.episode_bag import ZSTD_LEVEL, EpisodeBagError, EpisodeReader, EpisodeWriter
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState
 
@@ -243,6 +243,16 @@ def test_compressed_chunks_are_lossless_and_smaller(tmp_path, compression):
             chunks = reader.get_summary().chunk_indexes
         assert got == [bytes(_depth_frame(i).data) for i in range(30)]
         assert {c.compression for c in chunks} == {"" if comp == "none" else comp}
+        if comp == "zstd":  # at ZSTD_LEVEL (mcap's own call would use level 3, too slow for the full stream)
+            import zstandard
+            from mcap.records import Chunk
+            from mcap.stream_reader import StreamReader
+
+            with open(bag / f"{comp}.mcap", "rb") as f:
+                chunk = next(r for r in StreamReader(f, emit_chunks=True).records if isinstance(r, Chunk))
+            raw = zstandard.ZstdDecompressor().decompress(chunk.data)
+            assert chunk.data == zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+            assert chunk.data != zstandard.ZstdCompressor(level=3).compress(raw)
         r = EpisodeReader(bag)  # and by ours
         assert r.topics()[rig.depth_topic("cam_high")].count == 30
     assert sizes[compression] < 0.6 * sizes["none"], sizes  # noisy 12-bit-ish depth: well under the raw size
