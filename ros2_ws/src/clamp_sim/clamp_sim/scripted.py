@@ -342,6 +342,8 @@ class TransferCubePolicy(ScriptedPolicy):
     # which refuses a learned policy's chunks and holds the arm short of the cube. -2 cm is the middle
     # of what both allow (5.4-5.7 cm between the guarded links), so a grasp 1.5 cm off still holds.
     take_offset = np.array([-0.02, 0.0, 0.01])
+    creep = np.array([-0.03, 0.0, 0.0])  # where the left arm slows down, from the take point
+    closed = 295  # nominal step the left gripper is closed by: the aim follows the cube until then
 
     def plan(self, obs):
         cube = _obj(obs, "red cube")
@@ -359,21 +361,25 @@ class TransferCubePolicy(ScriptedPolicy):
             Waypoint(120, at, pick, 1.0),
             Waypoint(140, at, pick, 0.0),
             Waypoint(210, hold, meet_r, 0.0),
-            Waypoint(300, hold, meet_r, 0.0),
-            Waypoint(320, hold, meet_r, 1.0),
+            Waypoint(305, hold, meet_r, 0.0),
+            Waypoint(325, hold, meet_r, 1.0),
             Waypoint(370, m + [0.15, 0, 0.05], meet_r, 1.0),
         ]
         take = hold + self.take_offset  # planned where the right grasp point holds the cube
-        self.at_cube = [  # the left arm's waypoints at the cube: `correct` moves them to where it is
-            Waypoint(245, take, meet_l, 1.0),
-            Waypoint(270, take, meet_l, 1.0),  # still at the cube before closing: a learned arm lags
-            Waypoint(290, take, meet_l, 0.0),
-            Waypoint(330, take, meet_l, 0.0),
+        # The left arm's waypoints at the cube, as (waypoint, offset from the take point): `correct`
+        # moves them to where the cube is. It creeps the last 3 cm (0.6 s) and stays 0.3 s before
+        # closing, so that arm states just short of the cube are demonstrated as "keep going".
+        self.at_cube = [
+            (Waypoint(230, take + self.creep, meet_l, 1.0), self.creep),
+            (Waypoint(260, take, meet_l, 1.0), np.zeros(3)),
+            (Waypoint(275, take, meet_l, 1.0), np.zeros(3)),
+            (Waypoint(self.closed, take, meet_l, 0.0), np.zeros(3)),
+            (Waypoint(330, take, meet_l, 0.0), np.zeros(3)),
         ]
         left = [
             Waypoint(0, lp, lR, 1.0),
             Waypoint(200, m + [-0.15, 0, 0], meet_l, 1.0),
-            *self.at_cube,
+            *(wp for wp, _ in self.at_cube),
             Waypoint(380, m + [-0.1, 0, 0], meet_l, 0.0),
         ]
         return {"follower_left": left, "follower_right": right}
@@ -381,10 +387,10 @@ class TransferCubePolicy(ScriptedPolicy):
     def correct(self, obs):
         # The left arm goes to where the cube actually is once the right arm holds it at the meet point.
         t = self.warp.inverse(int(obs.get("step", self.step_count)))
-        if 200 <= t < 290:
+        if 200 <= t < self.closed:
             cube = _obj(obs, "red cube")
-            for wp in self.at_cube:
-                wp.pos = cube + self.take_offset
+            for wp, offset in self.at_cube:
+                wp.pos = cube + self.take_offset + offset
             return True
         return False
 
