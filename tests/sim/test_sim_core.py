@@ -58,9 +58,10 @@ def test_scripted_policy_succeeds_settled_and_do_nothing_fails(task):
                 goal_steps.append(t)
             stages.append(s.task.current_progress)
             best.append(s.task.progress)
-            left, right = (guard.points(a)[arm] for arm in rig.FOLLOWERS)
-            gaps.append(np.linalg.norm(left[:, None] - right[None], axis=-1).min())
-            refused.extend([f"step {t}: {why}"] if (why := guard.violation(a)) else [])
+            gaps.append(guard.gripper_distance(guard.points(a)))
+            why = guard.violation(a)
+            if why:
+                refused.append(f"step {t}: {why}")
 
         r = run_episode(sim, policy, seed, policy.horizon, render_every=None, on_step=record, stop_on_success=True)
         assert r.success, f"{task} seed {seed}: scripted demo failed (progress {r.progress})"

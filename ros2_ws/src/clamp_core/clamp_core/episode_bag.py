@@ -264,9 +264,10 @@ class EpisodeWriter:
     """Writes one episode bag; thread-safe; flushes at most every `flush_interval_s`.
 
     MCAP through the `mcap` reference writer with chunk compression (`compression`: zstd at
-    ZSTD_LEVEL, lz4 or none; lossless, so depth images come back bit-exact), and a rosbag2 metadata.yaml that ROS 2
-    Humble's `ros2 bag info/play` read. Use as a context manager or call close(). `write_raw` takes
-    CDR bytes (e.g. rclpy.serialization.serialize_message); `write` takes rosbags-typestore objects.
+    ZSTD_LEVEL, lz4 or none; lossless, so depth images come back bit-exact), and a rosbag2
+    metadata.yaml that ROS 2 Humble's `ros2 bag info/play` read. Use as a context manager or call
+    close(). `write_raw` takes CDR bytes (e.g. rclpy.serialization.serialize_message); `write` takes
+    rosbags-typestore objects.
     Write errors (disk full) propagate as OSError; `close_incomplete` then keeps what was flushed.
     """
 

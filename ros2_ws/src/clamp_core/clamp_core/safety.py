@@ -360,6 +360,11 @@ class WorkspaceGuard:
             out[arm] = np.array([base[:3, :3] @ poses[link][:3, 3] + base[:3, 3] for link in self.LINKS])
         return out
 
+    def gripper_distance(self, points: dict[str, np.ndarray]) -> float:
+        """Closest distance (m) between the two followers' guarded links, from `points(action14)`."""
+        left, right = (points[arm] for arm in rig.FOLLOWERS)
+        return float(np.linalg.norm(left[:, None, :] - right[None, :, :], axis=-1).min())
+
     def violation(self, action14) -> str:
         a = np.asarray(action14, dtype=float)
         if a.shape != (rig.ACTION_DIM,) or not np.all(np.isfinite(a)):
@@ -373,8 +378,7 @@ class WorkspaceGuard:
             if p[low, 2] < floor:
                 z = p[low, 2]
                 return f"{arm} {self.LINKS[low]} would be at z = {z:.3f} m, below the table clearance {floor:.3f} m"
-        left, right = (pts[arm] for arm in rig.FOLLOWERS)
-        d = np.linalg.norm(left[:, None, :] - right[None, :, :], axis=-1).min()
+        d = self.gripper_distance(pts)
         if d < self.min_gripper_distance_m:
             return f"the grippers would be {d:.3f} m apart (< {self.min_gripper_distance_m} m)"
         return ""
