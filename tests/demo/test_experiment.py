@@ -102,6 +102,12 @@ def test_experiment_tiny_end_to_end(tmp_path, short_demos, capsys):
     assert "convert" not in second and "== evaluate" not in second
     assert json.loads((out / "results.json").read_text())["aggregate"] == doc["aggregate"]
 
+    # a larger cell on top: only its runs train and evaluate; the table reports the cells asked for
+    assert experiment.main([*argv, "--demos", "2", "3"]) == 0
+    third = capsys.readouterr().out
+    assert re.findall(r"== evaluate: (\w+):", third) == ["clamp_n3_s0", "scratch_n3_s0"], third
+    assert sorted({a["demos"] for a in json.loads((out / "results.json").read_text())["aggregate"]}) == [2, 3]
+
 
 def test_experiment_config_errors_name_the_fix(tmp_path):
     from clamp_training.experiment import ExperimentError, load_config
