@@ -335,15 +335,31 @@ class TransferCubePolicy(ScriptedPolicy):
     """Right arm picks the cube (fingers tilted down), lifts it to the middle; left arm takes it
     with its gripper rolled 90 deg (fingers close vertically), the right arm lets go."""
 
-    meet = np.array([0.0, 0.5, 0.25])
-    # Where the left grasp point takes the cube, from the cube's centre. The grasp holds from -3.5 to
-    # +4.5 cm along x (6-10 seeds per offset: y +-1.5 cm, z -0.5 to +2.5 cm), but from about -0.2 cm
-    # on the grippers come closer than the workspace guard's 3 cm (clamp_core.safety.WorkspaceGuard),
-    # which refuses a learned policy's chunks and holds the arm short of the cube. -2 cm is the middle
-    # of what both allow (5.4-5.7 cm between the guarded links), so a grasp 1.5 cm off still holds.
-    take_offset = np.array([-0.02, 0.0, 0.01])
+    # The handover happens low enough for cam_low to see it (its top edge cuts off a cube held above
+    # ~0.2 m; at 0.25 only cam_high saw it, about 3 px wide at the policy's 72 x 96), and where it
+    # happens varies per episode, as a teleoperator's does
+    meet = np.array([0.0, 0.5, 0.15])
+    MEET_JITTER = (0.03, 0.03, 0.02)  # m per axis
+    # Where the right grasp point grips the cube, from its centre (m). Learned right arms gripped up
+    # to 4 cm behind it along x, so that the cube hung 2-3.5 cm forward and 2-3 cm low in the fingers,
+    # and the learned left arm went to where a centred cube would have been and missed (12 episodes,
+    # forward kinematics of its command). Wider than this, the handover lost its margin for a left
+    # arm 1-1.5 cm off (test_the_handover_holds_with_the_taking_grasp_off_by_a_learned_policys_error).
+    GRIP_X, GRIP_Z = (-0.025, 0.01), (-0.005, 0.01)
+    # Where the left grasp point takes the cube, from the cube's centre. With a centred grip the grasp
+    # holds from -3.5 to +4.5 cm along x (6-10 seeds per offset: y +-1.5 cm, z -0.5 to +2.5 cm), but
+    # from about -0.2 cm on the grippers come closer than the workspace guard's 3 cm
+    # (clamp_core.safety.WorkspaceGuard), which refuses a learned policy's chunks and holds the arm
+    # short of the cube. -2 cm is the middle of what both allow (5.4-5.7 cm between the guarded links).
+    # 0.5 cm above the centre: a cube gripped off centre hangs tilted, and 2 cm above it slipped out.
+    take_offset = np.array([-0.02, 0.0, 0.005])
     creep = np.array([-0.03, 0.0, 0.0])  # where the left arm slows down, from the take point
     closed = 295  # nominal step the left gripper is closed by: the aim follows the cube until then
+
+    def grip_offset(self) -> np.ndarray:
+        if not self.vary:
+            return np.array([0.0, 0.0, 0.005])
+        return np.array([self.rng.uniform(*self.GRIP_X), 0.0, self.rng.uniform(*self.GRIP_Z)])
 
     def plan(self, obs):
         cube = _obj(obs, "red cube")
@@ -352,8 +368,12 @@ class TransferCubePolicy(ScriptedPolicy):
         pick = pitched(np.array([-1.0, 0.0]), 60)
         meet_r = pitched(np.array([-1.0, 0.0]), 30)
         meet_l = _rot(np.array([1.0, 0.0, 0.0]), roll=np.pi / 2)
-        above, at = cube + [0.0, 0.0, 0.08], cube + [0.0, 0.0, 0.005]
-        m = self.meet
+        # Like a teleoperator, the right arm grips the cube off centre and hands it over wherever is
+        # convenient: where the left arm must take it varies by several cm, so it has to be found by
+        # looking, not from the timetable or the right gripper's pose
+        at = cube + self.grip_offset()
+        above = at + [0.0, 0.0, 0.075]
+        m = self.meet + self.jitter(*self.MEET_JITTER)
         hold = m + [0.02, 0, 0]  # the right grasp point, holding the cube at the meet point
         right = [
             Waypoint(0, rp, rR, 1.0),
