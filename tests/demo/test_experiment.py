@@ -119,6 +119,11 @@ def test_experiment_config_errors_name_the_fix(tmp_path):
     bad.write_text(yaml.safe_dump({"finetune": {"arms": ["clamp", "magic"]}}))
     with pytest.raises(ExperimentError, match="magic"):
         load_config(bad)
+    bad.write_text(yaml.safe_dump({"finetune": {"demos": [5, 0]}}))
+    with pytest.raises(ExperimentError, match=r"finetune.demos \[5, 0\] must be positive"):
+        load_config(bad)
+    with pytest.raises(ExperimentError, match="must be positive"):  # the CLI's --demos goes through the same check
+        load_config(None, {"finetune": {"demos": [-5]}})
     bad.write_text(yaml.safe_dump({"evaluate": {"episode": 3}}))
     with pytest.raises(ExperimentError, match="unknown key"):
         load_config(bad)

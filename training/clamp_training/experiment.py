@@ -106,6 +106,9 @@ def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -
     user_train = (user.get("finetune") or {}).get("train") or {}
     if "steps" in user_train and "epochs" not in user_train:  # the config's step count, not the default epochs
         cfg["finetune"]["train"]["epochs"] = 0
+    demos = cfg["finetune"]["demos"]
+    if not demos or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in demos):
+        raise ExperimentError(f"finetune.demos {demos} must be positive whole numbers of demonstrations, e.g. [5, 10]")
     bad_arms = sorted(set(cfg["finetune"]["arms"]) - set(ARMS))
     if bad_arms:
         raise ExperimentError(f"finetune.arms {bad_arms} unknown; choose from {list(ARMS)}")
