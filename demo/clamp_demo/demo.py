@@ -6,12 +6,11 @@
 
 1. Build (first run; cached in `.build/demo/<key>/policy`, key = the build sections of demo.yaml, the
    training config's text and a hash of the simulator / perception / training code): scripted
-   demonstrations of the demo task (clamp_sim.generate) -> conversion with colour images
-   (clamp_training.convert) -> training with the grounded recipe (clamp_training.train, config
-   `train.config`) -> export (checksum-verified clamp_policy checkpoint). Episodes are shared with
-   `python -m clamp_training experiment` (`data_cache`). demo.yaml's default recipe (colour + state)
-   does not use the shipped CLAMP checkpoint; `data.views: true` with `train.config:
-   training/configs/finetune_clamp_cpu.yaml` fine-tunes it (models/clamp_cpu, frozen encoder).
+   demonstrations of the demo task (clamp_sim.generate) -> conversion with the CLAMP views and colour
+   images (clamp_training.convert) -> fine-tuning of the shipped CLAMP checkpoint (models/clamp_cpu,
+   its encoder frozen; clamp_training.train with `train.config`) -> export (checksum-verified
+   clamp_policy checkpoint). Episodes are shared with `python -m clamp_training experiment`
+   (`data_cache`). demo.yaml names the colour-only recipe from scratch as the alternative.
 2. Closed loop over real DDS: the sim profile's policy graph (clamp_bringup.graph, the graph the
    launch files start), started with clamp_bringup.runner.start_graph, each node on its own executor
    thread (clamp_core.ros.NodeExecutors) as `python -m clamp_bringup.run` spins them: SimNode ->

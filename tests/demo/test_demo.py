@@ -32,7 +32,7 @@ def tiny_config(tmp_path) -> dict:
     cfg = yaml.safe_load(default_config_path().read_text())
     cfg.update(out=str(tmp_path / "out"), cache=str(tmp_path / "demo"), data_cache=str(tmp_path / "cache"))
     cfg["task"] = "place_cube"  # the test's command line says --task transfer_cube
-    cfg["data"].update(image_size=[48, 64], episodes=2, workers=1)
+    cfg["data"].update(image_size=[48, 64], episodes=2, workers=1, views=False)  # its recipe reads colour + state
     cfg["data"]["require_success"] = False  # 40-step demonstrations never finish the task
     recipe = {
         "steps": 4,

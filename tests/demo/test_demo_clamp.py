@@ -1,4 +1,4 @@
-"""`make demo`'s option to fine-tune the shipped CLAMP checkpoint (demo.yaml: data.views true, train.config
+"""`make demo` fine-tunes the shipped CLAMP checkpoint (demo.yaml's default: data.views true, train.config
 a finetune recipe): scripted demonstrations converted with the views -> stage finetune from the pretrained
 policy of models/clamp_cpu, its encoder frozen -> export, with --build-only; the built policy (views +
 colour + state) then runs one short closed-loop episode over real DDS. The checkpoint's weights are part of
@@ -82,7 +82,7 @@ def test_the_checkpoint_is_part_of_the_build_key_and_views_are_required(tmp_path
     import shutil
 
     import torch
-    from clamp_demo.demo import DemoError, build_key, load_demo_config
+    from clamp_demo.demo import DemoError, _resolve, build_key, load_demo_config
     from clamp_policy.models import load_policy
     from clamp_policy.models.checkpoint import save_policy
 
@@ -99,5 +99,7 @@ def test_the_checkpoint_is_part_of_the_build_key_and_views_are_required(tmp_path
     assert build_key(load_demo_config(cfg_file)) != key
     with pytest.raises(DemoError, match="set data.views: true"):
         build_key(load_demo_config(cfg_file, {"data": {"views": False}}))
-    # the default recipe (colour + state) needs no views
-    assert load_demo_config(None)["data"]["views"] is False and build_key(load_demo_config(None))
+    # the default: the shipped checkpoint fine-tuned, so the demonstrations are converted with views
+    default = load_demo_config(None)
+    assert default["data"]["views"] is True and build_key(default)
+    assert yaml.safe_load(_resolve(default["train"]["config"]).read_text())["stage"] == "finetune"
