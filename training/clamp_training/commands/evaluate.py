@@ -2,8 +2,10 @@
 
 Closed-loop episodes in clamp_sim executed like the robot (ChunkExecutor + the profile's limits,
 chunks stamped with the observation time and delivered after the inference latency), with the
-grounding diagnostics of clamp_training.evaluation. The last output line is one JSON object with
-at least {"task", "episodes", "successes"}.
+grounding diagnostics of clamp_training.evaluation, and the linear probe to the task's objects from
+the frozen CLAMP tokens and the colour keypoints on `--probe-scenes` rendered start scenes
+(clamp_training.grounding.probe_scenes). The last output line is one JSON object with at least
+{"task", "episodes", "successes"}.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from clamp_training.evaluation import EvalOptions, evaluate
+    from clamp_training.grounding import PROBE_SCENES, PROBE_SEED
 
     d = EvalOptions()
     ap = argparse.ArgumentParser(prog="python -m clamp_training evaluate", description=__doc__.split("\n\n")[0])
@@ -45,9 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         help="converted demonstrations (clamp_sim's, held out): adds the reliance and linear-probe diagnostics "
         "(probe: from the colour keypoints; probe_clamp: from the frozen CLAMP encoder, data with views)",
     )
+    ap.add_argument(
+        "--probe-scenes",
+        type=int,
+        default=PROBE_SCENES,
+        help="start scenes for the linear probe from the frozen CLAMP tokens and the colour keypoints to the "
+        "objects (a fifth held out; ~0.05 s each); 0: no probe",
+    )
+    ap.add_argument("--probe-seed", type=int, default=PROBE_SEED, help="the probe scenes' first seed")
     ap.add_argument("--out", default=None, help="report dir: report.md, strips, joint plots, summary.json")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if 0 < a.probe_scenes < 5 or a.probe_scenes < 0:
+        ap.error(
+            f"--probe-scenes {a.probe_scenes}: the probe needs at least 5 scenes (4 fitted, 1 held out); 0 skips it"
+        )
     import torch
 
     torch.set_num_threads(1)  # fastest for one small model on a shared CPU
@@ -73,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         from clamp_training.grounding import grounding_report
 
         summary.update(grounding_report(a.policy, a.data))  # reliance, probe, probe_clamp
+    if a.probe_scenes:
+        from clamp_training.grounding import probe_scenes
+
+        try:
+            summary["probe_scenes"] = probe_scenes(
+                a.policy,
+                a.task,
+                a.probe_scenes,
+                a.probe_seed,
+                image_size=tuple(a.image_size),
+                progress=not a.no_progress,
+            )
+        except ValueError as exc:  # a policy without views or colour: the episodes above still count
+            summary["probe_scenes"] = {"skipped": str(exc)}
     per = summary.pop("per_episode")
     for e in per:
         print(json.dumps(e))
