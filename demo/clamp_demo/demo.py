@@ -685,13 +685,21 @@ def _policy_line(cfg: dict, build: dict, policy: str) -> str:
             meta = {}
         return (
             f"Policy: `{policy}` (given with --policy): exported from run `{meta.get('run', '?')}` at step "
-            f"{meta.get('step', '?')} ({meta.get('weights', '?')} weights), trained on {meta.get('datasets', '?')}."
+            f"{meta.get('step', '?')} ({meta.get('weights', '?')} weights), trained on "
+            f"{_datasets(meta.get('datasets'))}."
         )
     return (
         f"Policy: `{policy}` ({'reused from the cache' if build.get('cached') else 'built by this run'}; key "
         f"{build.get('key')}): trained with `{cfg['train']['config']}` on "
         f"{build.get('episodes', {}).get('train')} scripted {cfg['task']} demonstrations."
     )
+
+
+def _datasets(paths) -> str:
+    """A run's dataset list for the report: every path when few, else the count and their common folder."""
+    if not isinstance(paths, list) or len(paths) <= 3:
+        return str(paths if paths is not None else "?")
+    return f"{len(paths)} datasets under `{os.path.commonpath([str(p) for p in paths])}`"
 
 
 def _process_line(cl: dict) -> str:
