@@ -143,7 +143,7 @@ def test_evaluate_reports_the_probe_from_the_frozen_clamp_embeddings(probe_data,
     assert "probe" not in grounding_report(save_policy(_clamp_policy(), tmp_path / "clamp"), [probe_data], samples=4)
 
 
-def test_evaluate_cli_probes_rendered_start_scenes_of_the_task(capsys):
+def test_evaluate_cli_probes_rendered_start_scenes_of_the_task(capsys, tmp_path):
     """`evaluate` ends with the probe on held-out start scenes of the task (place_cube: never in the shipped
     checkpoint's pretraining). The shipped policy's colour keypoints find the red cube to under 2 cm from 120
     fitted scenes (the spread is ~5.5 cm): scenes, frames and object positions line up."""
@@ -154,8 +154,9 @@ def test_evaluate_cli_probes_rendered_start_scenes_of_the_task(capsys):
     args = ["--policy", str(SHIPPED / "policy"), "--task", "place_cube", "--episodes", "1", "--horizon", "10"]
     args += ["--samples", "1", "--inference-steps", "2", "--no-progress"]
     probe = ["--probe-scenes", "150", "--probe-seed", "30000"]
-    assert main(args + probe) == 0
+    assert main(args + probe + ["--out", str(tmp_path / "eval")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["probe_scenes"] == summary["probe_scenes"]
     assert summary["task"] == "place_cube" and summary["episodes"] == 1
     probe = summary["probe_scenes"]
     assert set(probe) == {"clamp_tokens", "rgb_keypoints"}

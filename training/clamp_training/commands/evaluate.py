@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as exc:  # a policy without views or colour: the episodes above still count
             summary["probe_scenes"] = {"skipped": str(exc)}
+    if a.out and (a.data or a.probe_scenes):  # the diagnostics came after the report: into its summary.json too
+        from pathlib import Path
+
+        Path(a.out, "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     per = summary.pop("per_episode")
     for e in per:
         print(json.dumps(e))
