@@ -122,7 +122,7 @@ def probe_data(tmp_path_factory):
 def test_evaluate_reports_the_probe_from_the_frozen_clamp_embeddings(probe_data, tmp_path):
     from clamp_policy.models.checkpoint import save_policy
     from clamp_training.dataset import dataset_stats, policy_stats
-    from clamp_training.grounding import grounding_report
+    from clamp_training.grounding import grounding_report, probe_scenes
 
     rgb = RgbConfig(cameras=["cam_high", "cam_low"], size=[12, 16], channels=16, keypoints=8)
     policy = _clamp_policy(rgb)
@@ -141,6 +141,11 @@ def test_evaluate_reports_the_probe_from_the_frozen_clamp_embeddings(probe_data,
     plain.set_normalization(policy_stats(dataset_stats([probe_data])))
     assert "probe_clamp" not in grounding_report(save_policy(plain, tmp_path / "rgb"), [probe_data], samples=4)
     assert "probe" not in grounding_report(save_policy(_clamp_policy(), tmp_path / "clamp"), [probe_data], samples=4)
+    # a policy that reads neither views nor colour: the scene probe says so instead of failing the evaluation
+    blind = DiffusionPolicy(tiny_config(image_encoder=ImageEncoderConfig(type="none"))).eval()
+    blind.set_normalization(policy_stats(dataset_stats([probe_data])))
+    skipped = probe_scenes(save_policy(blind, tmp_path / "blind"), "place_cube", 5, progress=False)
+    assert set(skipped) == {"skipped"} and "nothing to probe" in skipped["skipped"]
 
 
 def test_evaluate_cli_probes_rendered_start_scenes_of_the_task(capsys, tmp_path):

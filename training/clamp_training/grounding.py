@@ -269,7 +269,7 @@ def probe_scenes(
     demonstrations leave it data-starved. On place_cube (never in the shipped encoder's pretraining) its
     tokens located the cube to 5.4 cm fitted on 38 scenes, 2.4 cm on 300, 1.1 cm on 2,000, 0.8 cm on 5,000
     (the same 1,000 held out). A start scene costs one render, a demonstration hundreds of steps.
-    Returns {feature: ProbeResult.to_json() + scenes_seed}."""
+    Returns {feature: ProbeResult.to_json() + scenes_seed}, or {"skipped": why} for a policy that sees nothing."""
     from clamp_sim.aloha_sim import AlohaSim
     from clamp_sim.scripted import make_scripted_policy
 
@@ -284,8 +284,8 @@ def probe_scenes(
         "rgb_keypoints": bool(policy.cfg.rgb.cameras),
     }
     kinds = [k for k in SCENE_FEATURES if has[k]]
-    if not kinds:
-        raise ValueError("this policy reads neither CLAMP views nor colour cameras: there is nothing to probe")
+    if not kinds:  # a state-only policy: nothing of what it sees to probe, and the episodes still count
+        return {"skipped": "this policy reads neither CLAMP views nor colour cameras: there is nothing to probe"}
     feats: dict[str, list] = {k: [] for k in kinds}
     targets, names = [], None
     bar = _progress(range(scenes), progress, f"probe: {scenes} {task} start scenes")
