@@ -69,6 +69,8 @@ def count(experiment: dict, small: int = 2) -> dict:
     does not grow with the batch (a batch's prompts are few and encoded once)."""
     from .experiment import train_doc
 
+    # a fresh model per count: the text encoder caches each prompt's features, so a reused model would skip
+    # encoding them in the second count and the per-sample difference would absorb that fixed cost
     pre1, fine1, sizes = _step_flops(experiment, small)
     pre2, fine2, _ = _step_flops(experiment, 2 * small)
     out = dict(sizes)
